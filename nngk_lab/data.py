@@ -1,0 +1,254 @@
+"""Data: class-folder datasets that also return indices, class/image splits, transforms,
+and the embedded default dataset (scikit-learn's digits exported as an image tree).
+
+The layout is the original's: a parent folder holding one sub-folder per class
+(``class_000/``, ``class_001/``, ...). Sorted folder names give the labels, so leading
+zeros matter: ``class_10`` sorts before ``class_2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from .errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+Sample = tuple[str, int]  # (file path, class index in the sorted class list)
+
+
+def _normalise_extensions(extensions: str | Sequence[str] | None) -> tuple[str, ...]:
+    if extensions is None:
+        return IMAGE_EXTENSIONS
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    return tuple("." + e.lower().lstrip(".") for e in extensions)
+
+
+def scan_image_folder(root, num_classes: int | None = None,
+                      extensions: str | Sequence[str] | None = None) -> tuple[list[str], list[Sample]]:
+    """List the classes and images of a class-folder tree.
+
+    Hidden folders and files (names starting with '.') and files with other extensions
+    are ignored. ``num_classes`` keeps the first N classes in sorted order, as the
+    original ``--num_classes`` did.
+
+    Returns ``(class_names, samples)`` where each sample is ``(path, class_index)``.
+    Raises :class:`DataError` for a missing folder, a file instead of a folder, a tree
+    without class sub-folders, an empty class folder, or too few classes.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} is a file, not a folder of class sub-folders")
+    exts = _normalise_extensions(extensions)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"data folder {root} has no class sub-folders (expected e.g. {root}/class_000/)")
+    if num_classes is not None:
+        if num_classes < 1:
+            raise DataError(f"--num_classes must be at least 1, got {num_classes}")
+        if num_classes > len(classes):
+            raise DataError(f"--num_classes is {num_classes} but {root} has only {len(classes)} class folders")
+    samples: list[Sample] = []
+    empty = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            f for f in (root / name).iterdir()
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in exts
+        )
+        if not files:
+            empty.append(name)
+        samples.extend((str(f), label) for f in files)
+    if empty:
+        raise DataError(
+            f"class folder(s) {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} in {root} "
+            f"hold no images with extension {'/'.join(exts)}; remove them or add images")
+    return classes, samples
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image as RGB (greyscale, palette and RGBA images are converted)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                # Composite on white so transparent pixels do not turn black.
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, im)
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+
+
+class ImageSamples(Dataset):
+    """A list of ``(path, label)`` samples that yields ``(image, label, index)``.
+
+    The index is the sample's position in this list; the feature bank stores each centre
+    at that index, whatever order a loader visits the samples in.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None):
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([label for _, label in self.samples], dtype=torch.long)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = load_rgb(path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label, index
+
+
+@dataclass
+class DataSplit:
+    """The standard protocol's split of a class-folder tree.
+
+    ``train`` and ``test`` hold images of the trained classes (the first ``num_trained``
+    in sorted order); ``heldout`` holds every image of the remaining classes, used only to
+    test how the embedding generalises. Labels are indices into ``classes``.
+    """
+
+    classes: list[str]
+    num_trained: int
+    train: list[Sample]
+    test: list[Sample]
+    heldout: list[Sample]
+
+    @property
+    def trained_classes(self) -> list[str]:
+        return self.classes[: self.num_trained]
+
+    @property
+    def heldout_classes(self) -> list[str]:
+        return self.classes[self.num_trained:]
+
+
+def split_samples(classes: Sequence[str], samples: Sequence[Sample], num_trained: int | None = None,
+                  test_fraction: float = 0.2, seed: int = 0) -> DataSplit:
+    """Split classes into trained / held-out and trained-class images into train / test.
+
+    ``num_trained`` defaults to the first half of the classes (the standard deep metric
+    learning protocol). The image split is stratified: each trained class gives
+    ``round(test_fraction * n)`` images to the test set, at least one when
+    ``test_fraction > 0`` and the class has two or more images.
+    """
+    classes = list(classes)
+    if num_trained is None:
+        num_trained = max(1, len(classes) // 2)
+    if not 1 <= num_trained <= len(classes):
+        raise DataError(f"cannot train on {num_trained} classes: the data has {len(classes)}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"test fraction must be in [0, 1), got {test_fraction}")
+    rng = random.Random(seed)
+    by_class: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s[1], []).append(s)
+    train, test, heldout = [], [], []
+    for label in sorted(by_class):
+        items = by_class[label]
+        if label >= num_trained:
+            heldout.extend(items)
+            continue
+        items = items[:]
+        rng.shuffle(items)
+        n_test = int(round(test_fraction * len(items)))
+        if test_fraction > 0 and len(items) >= 2:
+            n_test = min(max(n_test, 1), len(items) - 1)
+        test.extend(sorted(items[:n_test]))
+        train.extend(sorted(items[n_test:]))
+    return DataSplit(classes, num_trained, train, test, heldout)
+
+
+def build_transforms(input_size: int, resize_size: int | None = None, hflip: bool = True,
+                     mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
+    """Return ``(train_transform, eval_transform)`` as in the original.
+
+    Training: resize to ``resize_size`` (default ``input_size * 9/8``), random crop of
+    ``input_size``, optional horizontal flip. Evaluation: resize and centre crop.
+    Both normalise with ``mean`` and ``std`` (the original used 0.5 / 0.5).
+    """
+    if resize_size is None:
+        resize_size = int(round(input_size * 9 / 8))
+    if resize_size < input_size:
+        raise DataError(f"resize size {resize_size} is smaller than the input size {input_size}")
+    normalise = [T.ToTensor(), T.Normalize(mean, std)]
+    train = [T.Resize((resize_size, resize_size)), T.RandomCrop(input_size)]
+    if hflip:
+        train.append(T.RandomHorizontalFlip())
+    evaluation = [T.Resize((resize_size, resize_size)), T.CenterCrop(input_size)]
+    return T.Compose(train + normalise), T.Compose(evaluation + normalise)
+
+
+def default_data_root() -> Path:
+    """Where the embedded digits tree is written: ``$NNGK_DATA`` or ``~/.cache/nngk_lab``."""
+    return Path(os.environ.get("NNGK_DATA", Path.home() / ".cache" / "nngk_lab"))
+
+
+def export_digits(root=None) -> Path:
+    """Write scikit-learn's bundled digits (1,797 8x8 images) as a class-folder tree.
+
+    Layout: ``root/class_000/digit_0000.png`` ... ``root/class_009/...``, greyscale PNG,
+    pixel values 0..16 scaled to 0..255. Nothing is downloaded: the digits ship inside
+    scikit-learn. Re-exporting an existing complete tree does nothing.
+    """
+    from sklearn.datasets import load_digits
+
+    root = Path(root) if root is not None else default_data_root() / "digits"
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    for i, (image, label) in enumerate(zip(images, digits.target)):
+        folder = root / f"class_{label:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image, mode="L").save(folder / f"digit_{i:04d}.png")
+    marker.touch()
+    return root
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m nngk_lab.data",
+        description="Export the embedded digits as a class-folder tree, or list a tree's classes.")
+    parser.add_argument("--export_digits", metavar="DIR", help="write the digits tree into DIR")
+    parser.add_argument("--info", metavar="DIR", help="print the classes and image counts of DIR")
+    args = parser.parse_args(argv)
+    if not (args.export_digits or args.info):
+        parser.error("give --export_digits DIR or --info DIR")
+    try:
+        if args.export_digits:
+            print(f"digits written to {export_digits(args.export_digits)}")
+        if args.info:
+            classes, samples = scan_image_folder(args.info)
+            counts = np.bincount([label for _, label in samples], minlength=len(classes))
+            for name, n in zip(classes, counts):
+                print(f"{name}\t{n}")
+            print(f"{len(classes)} classes, {len(samples)} images")
+    except DataError as e:
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The nearest-neighbour Gaussian kernel classifier and its loss (Meyer et al., ICIP 2018).
+
+For a query embedding ``x`` and its K nearest centres ``c_i`` (stored embeddings of
+training images, labels ``y_i``, kernel weights ``w_i = exp(v_i)``)::
+
+    k_i(x)   = w_i * exp(-||x - c_i||^2 / (2 sigma^2))
+    p(c | x) = sum_{i in N_K(x), y_i = c} k_i(x) / sum_{i in N_K(x)} k_i(x)
+
+Everything here works with ``log k_i = v_i - ||x - c_i||^2 / (2 sigma^2)`` and per-class
+log-sum-exp, so probabilities stay exact where ``exp`` of a large distance underflows
+to 0 in float32 (the original clamped such sums to 1e-10). All functions are vectorised
+over the batch and run on whatever device their inputs are on.
+
+**When the true class has no neighbour among the K**: ``p(y | x)`` is exactly 0, its
+log-probability is ``-inf`` and no gradient can raise it (moving ``x`` only re-weights
+neighbours of other classes). :func:`kernel_nll` therefore leaves such samples out of
+the mean loss, reports how many there were (``KernelLoss.present``), and never returns
+NaN or inf. The original instead counted them as ``-log(1e-10) ~ 23`` with zero gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+def _check_sigma(sigma: float) -> None:
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+
+
+def neighbour_logits(features: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
+                     log_weights: torch.Tensor, sigma: float,
+                     centre_sq_norms: torch.Tensor | None = None) -> torch.Tensor:
+    """Log kernel values ``v_i - ||x - c_i||^2 / (2 sigma^2)`` for each query's neighbours.
+
+    Shapes: features (B, D), centres (N, D), neighbours (B, K) indices into centres,
+    log_weights (N,). Returns (B, K). Centres carry no gradient; gradients reach
+    ``features`` and ``log_weights``. ``centre_sq_norms`` (N,), if given, saves
+    recomputing ``||c_i||^2`` for the gathered centres.
+    """
+    _check_sigma(sigma)
+    if features.dim() != 2 or centres.dim() != 2 or features.shape[1] != centres.shape[1]:
+        raise ValueError(f"features {tuple(features.shape)} and centres {tuple(centres.shape)} "
+                         "must be (B, D) and (N, D) with the same D")
+    if neighbours.dim() != 2 or neighbours.shape[0] != features.shape[0]:
+        raise ValueError(f"neighbours {tuple(neighbours.shape)} must be (B, K) with B = {features.shape[0]}")
+    batch, k = neighbours.shape
+    # (B, K, D): the memory floor of the method. index_select beats advanced indexing here.
+    gathered = centres.detach().index_select(0, neighbours.reshape(-1)).view(batch, k, -1)
+    if centre_sq_norms is None:
+        c_sq = gathered.square().sum(-1)
+    else:
+        c_sq = centre_sq_norms.detach()[neighbours]
+    # ||x - c||^2 = ||x||^2 + ||c||^2 - 2 x.c reads the gathered centres once forward and
+    # once backward, instead of materialising and differentiating (B, K, D) differences.
+    cross = torch.bmm(gathered, features.unsqueeze(-1)).squeeze(-1)
+    sq_dists = (features.square().sum(-1, keepdim=True) + c_sq - 2.0 * cross).clamp_min(0.0)
+    return log_weights[neighbours] - sq_dists / (2.0 * sigma * sigma)
+
+
+def class_log_probs(logits: torch.Tensor, neighbour_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class log-probabilities (B, C) from neighbour logits (B, K) and their labels.
+
+    Each class's log-sum-exp is shifted by that class's own maximum, so a class whose
+    kernels are all far below the best neighbour's still gets an exact, finite value.
+    Classes with no neighbour among the K get ``-inf`` (probability exactly 0).
+    """
+    if neighbour_labels.shape != logits.shape:
+        raise ValueError(f"neighbour labels {tuple(neighbour_labels.shape)} must match logits {tuple(logits.shape)}")
+    if neighbour_labels.numel() and int(neighbour_labels.max()) >= num_classes:
+        raise ValueError(f"a neighbour has label {int(neighbour_labels.max())} but num_classes is {num_classes}")
+    batch = logits.shape[0]
+    neg_inf = torch.full((batch, num_classes), -math.inf, dtype=logits.dtype, device=logits.device)
+    class_max = neg_inf.scatter_reduce(1, neighbour_labels, logits.detach(), reduce="amax")
+    present = torch.zeros_like(neg_inf, dtype=torch.bool).scatter_(1, neighbour_labels, True)
+    shifted = torch.exp(logits - class_max.gather(1, neighbour_labels))
+    sums = torch.zeros_like(neg_inf).scatter_add(1, neighbour_labels, shifted)
+    # where() keeps log(0) of absent classes out of the graph, so no NaN gradient appears.
+    class_lse = torch.log(torch.where(present, sums, 1.0)) + torch.where(present, class_max, 0.0)
+    total_lse = torch.logsumexp(logits, dim=1, keepdim=True)
+    return torch.where(present, class_lse - total_lse, neg_inf)
+
+
+def true_class_log_prob(logits: torch.Tensor, neighbour_labels: torch.Tensor,
+                        targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log p(y | x)`` for each query's own label, without building (B, C) tensors.
+
+    Returns ``(log_prob, present)``, both (B,): ``present`` is False where no neighbour
+    has the query's label, and ``log_prob`` is ``-inf`` there.
+    """
+    same = neighbour_labels == targets.unsqueeze(1)
+    present = same.any(dim=1)
+    true_logits = logits.masked_fill(~same, -math.inf)
+    # Rows with no true neighbour get zeros so logsumexp stays finite; they are masked out.
+    true_logits = torch.where(present.unsqueeze(1), true_logits, 0.0)
+    log_prob = torch.logsumexp(true_logits, dim=1) - torch.logsumexp(logits, dim=1)
+    return torch.where(present, log_prob, -math.inf), present
+
+
+def kernel_log_probs(features: torch.Tensor, centres: torch.Tensor, centre_labels: torch.Tensor,
+                     neighbours: torch.Tensor, log_weights: torch.Tensor, sigma: float,
+                     num_classes: int) -> torch.Tensor:
+    """Log-probabilities (B, num_classes) of the nearest-neighbour Gaussian kernel classifier.
+
+    features (B, D), centres (N, D), centre_labels (N,), neighbours (B, K) indices into
+    centres, log_weights (N,) (``v_i``, the kernel weight is ``exp(v_i)``), sigma > 0.
+    Classes with no neighbour among the K get ``-inf``.
+    """
+    logits = neighbour_logits(features, centres, neighbours, log_weights, sigma)
+    return class_log_probs(logits, centre_labels[neighbours], num_classes)
+
+
+class KernelLoss(NamedTuple):
+    loss: torch.Tensor       # scalar: mean -log p(y|x) over samples whose class is present
+    logits: torch.Tensor     # (B, K) neighbour logits, for accuracy without recomputing
+    present: torch.Tensor    # (B,) bool: the true class is among the K neighbours
+
+
+def kernel_nll(features: torch.Tensor, targets: torch.Tensor, centres: torch.Tensor,
+               centre_labels: torch.Tensor, neighbours: torch.Tensor, log_weights: torch.Tensor,
+               sigma: float, centre_sq_norms: torch.Tensor | None = None) -> KernelLoss:
+    """The training loss: mean ``-log p(y | x)`` over the batch.
+
+    Samples whose true class has no neighbour among the K are left out of the mean (see
+    the module docstring); the loss is 0 with a zero gradient if that is every sample.
+    No host-device synchronisation happens here.
+    """
+    logits = neighbour_logits(features, centres, neighbours, log_weights, sigma, centre_sq_norms)
+    log_prob, present = true_class_log_prob(logits, centre_labels[neighbours], targets)
+    safe = torch.where(present, log_prob, 0.0)
+    loss = -safe.sum() / present.sum().clamp_min(1)
+    return KernelLoss(loss, logits, present)
+
+
+class KernelWeights(nn.Module):
+    """The trainable per-centre log-weights ``v_i`` (kernel weight ``w_i = exp(v_i)``), all 0 at start."""
+
+    def __init__(self, num_centres: int):
+        super().__init__()
+        self.log_weights = nn.Parameter(torch.zeros(num_centres))
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.log_weights.detach().exp()
+
+    def forward(self) -> torch.Tensor:
+        return self.log_weights

@@ -1,0 +1,529 @@
+"""Training: the original's loop, usable from Python and as ``python -m nngk_lab.train``.
+
+Every ``update_interval`` epochs the feature bank is refreshed (all centres recomputed in
+eval mode, every training example's K nearest other centres found); between refreshes
+the neighbour lists stay fixed. Adam trains the network and the kernel weights.
+
+A run lives in its save directory:
+
+- ``checkpoint.pt``: everything needed to resume or to use the model (network, kernel
+  weights or softmax head, optimiser, feature bank, config, class names, history, RNG
+  state), written atomically at every refresh, every epoch end, on Ctrl-C and at the end;
+- ``config.json``, ``history.json``: the same config and history, human-readable;
+- ``eval.json``: the test evaluation printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .bank import FeatureBank, embed
+from .checkpoint import atomic_save, safe_load
+from .data import DataSplit, ImageSamples, build_transforms, export_digits, scan_image_folder, split_samples
+from .device import available_cores, default_workers, resolve_device
+from .errors import CheckpointError, ConfigError, NNGKError, NonFiniteLossError
+from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
+from .loss import KernelWeights, class_log_probs, kernel_nll
+from .models import MODEL_NAMES, build_model
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_KIND = "nngk_lab.TrainState"
+LOSSES = ("nngk", "softmax")
+EPOCH_SUMS = ("loss", "correct", "absent", "present")
+
+
+@dataclass
+class TrainConfig:
+    """All settings of a run. The defaults are the original's (ResNet18 on your folder);
+    :data:`DIGITS_DEFAULTS` replaces some of them when ``data_dir`` is None."""
+
+    data_dir: str | None = None
+    save_dir: str = "runs/digits"
+    num_classes: int | None = None       # trained classes: the first N; None = first half
+    test_fraction: float = 0.2           # share of each trained class kept for testing
+    im_ext: str | None = None
+    model: str = "resnet18"
+    pretrained: str = "auto"
+    final_relu: bool | None = None
+    dropout: float = 0.0
+    embedding_dim: int | None = None
+    loss: str = "nngk"
+    sigma: float = 10.0
+    num_neighbours: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-5
+    weight_learning_rate: float | None = None  # kernel weights; None = learning_rate
+    update_interval: int = 5
+    max_epochs: int = 100
+    max_time: float | None = None        # minutes
+    input_size: int = 256
+    resize_size: int | None = None
+    hflip: bool = True
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    device: str | None = None
+    gpu_id: int | None = None
+    amp: bool = False                    # bf16 autocast on the GPU
+    workers: int | None = None
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self) -> None:
+        checks = [
+            (self.sigma > 0 and math.isfinite(self.sigma), f"--sigma must be a positive number, got {self.sigma}"),
+            (self.num_neighbours >= 1, f"--num_neighbours must be at least 1, got {self.num_neighbours}"),
+            (self.batch_size >= 1, f"--batch_size must be at least 1, got {self.batch_size}"),
+            (self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}"),
+            (self.update_interval >= 1, f"--update_interval must be at least 1, got {self.update_interval}"),
+            (self.max_epochs >= 0, f"--max_epochs must not be negative, got {self.max_epochs}"),
+            (self.max_time is None or self.max_time > 0, f"--max_time must be positive, got {self.max_time}"),
+            (0 <= self.test_fraction < 1, f"--test_fraction must be in [0, 1), got {self.test_fraction}"),
+            (self.input_size >= 8, f"--input_size must be at least 8, got {self.input_size}"),
+            (self.model in MODEL_NAMES, f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
+            (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+# Chosen so that `python -m nngk_lab.train` learns the embedded digits well in a few
+# minutes on 2 CPU cores (see README for the measured time and accuracy).
+DIGITS_DEFAULTS = dict(model="small_cnn", input_size=32, hflip=False, sigma=1.0, batch_size=64,
+                       learning_rate=1e-3, update_interval=1, max_epochs=15, workers=0)
+
+
+def make_config(**settings) -> TrainConfig:
+    """A :class:`TrainConfig` with the digits defaults when no ``data_dir`` is given.
+
+    Settings that are None are left at their default, so command-line flags that were
+    not given do not override anything.
+    """
+    settings = {k: v for k, v in settings.items() if v is not None}
+    base = {} if settings.get("data_dir") else dict(DIGITS_DEFAULTS)
+    config = TrainConfig(**{**base, **settings})
+    config.validate()
+    return config
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained parts, the per-epoch history, the test
+    evaluation, and whether the run stopped early (``stop_reason``)."""
+
+    config: TrainConfig
+    split: DataSplit
+    model: nn.Module
+    bank: FeatureBank
+    kernel_weights: KernelWeights | None
+    head: nn.Linear | None
+    history: list[dict] = field(default_factory=list)
+    evaluation: dict = field(default_factory=dict)
+    stop_reason: str = "max_epochs"
+
+
+class _EpochOrder:
+    """The order of one epoch's samples, a pure function of (seed, epoch), so that a
+    resumed run can skip the batches it has already done and see the same rest."""
+
+    def __init__(self, n: int, seed: int, epoch: int, skip: int):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        self.order = torch.randperm(n, generator=g)[skip:].tolist()
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self):
+        return len(self.order)
+
+
+class _DeferredInterrupt:
+    """Turns the first Ctrl-C into a flag checked between steps, so a checkpoint is never
+    taken half-way through an optimiser step. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _load_split(config: TrainConfig) -> DataSplit:
+    root = config.data_dir or export_digits()
+    classes, samples = scan_image_folder(root, extensions=config.im_ext)
+    if config.num_classes is not None and config.num_classes > len(classes):
+        raise ConfigError(f"--num_classes is {config.num_classes} but {root} has only {len(classes)} classes")
+    return split_samples(classes, samples, config.num_classes, config.test_fraction, config.seed)
+
+
+def _loader(dataset, config: TrainConfig, device: torch.device, sampler=None) -> DataLoader:
+    workers = default_workers() if config.workers is None else config.workers
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, shuffle=False,
+                      num_workers=workers, pin_memory=device.type == "cuda",
+                      persistent_workers=False)
+
+
+def _build_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device):
+    model = build_model(config.model, embedding_dim=config.embedding_dim, final_relu=config.final_relu,
+                        dropout=config.dropout, pretrained=config.pretrained).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    weight_lr = config.weight_learning_rate or config.learning_rate
+    if config.loss == "nngk":
+        kernel_weights, head = KernelWeights(num_train).to(device), None
+        groups = [{"params": model.parameters(), "lr": config.learning_rate},
+                  {"params": kernel_weights.parameters(), "lr": weight_lr}]
+    else:
+        kernel_weights, head = None, nn.Linear(model.embedding_dim, num_classes).to(device)
+        groups = [{"params": list(model.parameters()) + list(head.parameters()), "lr": config.learning_rate}]
+    return model, kernel_weights, head, torch.optim.Adam(groups)
+
+
+def _config_from_dict(d: dict) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+    return TrainConfig(**d)
+
+
+def _check_save_dir(save_dir: Path, resume: bool) -> Path | None:
+    """Return the checkpoint to resume from, or None for a fresh run."""
+    ckpt = save_dir / CHECKPOINT_NAME
+    if ckpt.exists():
+        if not resume:
+            raise ConfigError(f"{save_dir} already holds a run; pass --resume to continue it, "
+                              "or choose another --save_dir")
+        return ckpt
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        probe = save_dir / ".write_test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to --save_dir {save_dir}: {e.strerror or e}") from e
+    return None
+
+
+def _evaluate_test(config, model, bank, kernel_weights, head, split, device) -> dict:
+    """Accuracy on the test images of the trained classes (bank must be fresh)."""
+    if not split.test:
+        return {}
+    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
+    test_loader = _loader(ImageSamples(split.test, eval_tf), config, device)
+    queries, labels = embed(model, test_loader, device, config.progress, desc="embedding test images")
+    log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None \
+        else torch.zeros(len(bank), device=device)
+    log_probs = kernel_predict_log_probs(queries, bank, log_weights, config.sigma,
+                                         config.num_neighbours, split.num_trained)
+    result = {"num_test_images": len(split.test),
+              "kernel_accuracy": accuracy(log_probs.argmax(1), labels),
+              "nearest_neighbour_accuracy": accuracy(nearest_neighbour_predict(queries, bank), labels)}
+    if head is not None:
+        with torch.no_grad():
+            result["softmax_accuracy"] = accuracy(head(queries).argmax(1), labels)
+    return result
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train (or resume) a run as described in the module docstring; return the result.
+
+    Stops at ``max_epochs``, after ``max_time`` minutes, or on Ctrl-C (a checkpoint is
+    saved and ``stop_reason`` says why). Raises :class:`NonFiniteLossError` if the loss
+    becomes NaN or infinite; the last good checkpoint is then left as it was.
+    """
+    config.validate()
+    save_dir = Path(config.save_dir)
+    resume_from = _check_save_dir(save_dir, resume)
+    device = resolve_device(config.device, config.gpu_id)
+    torch.set_num_threads(available_cores())
+    torch.manual_seed(config.seed)
+
+    state = safe_load(resume_from, CHECKPOINT_KIND) if resume_from else None
+    if state is not None:
+        config = dataclasses.replace(_config_from_dict(state["config"]), max_epochs=config.max_epochs,
+                                     max_time=config.max_time, device=config.device, gpu_id=config.gpu_id,
+                                     progress=config.progress, save_dir=config.save_dir)
+    split = _load_split(config)
+    if state is not None and state["classes"] != split.classes:
+        raise CheckpointError(f"{resume_from} was trained on classes {state['classes'][:3]}..., "
+                              f"but the data folder has {split.classes[:3]}...")
+    num_train = len(split.train)
+    if config.batch_size > num_train:
+        raise ConfigError(f"--batch_size {config.batch_size} is larger than the {num_train} training images")
+    if config.loss == "nngk" and config.num_neighbours > num_train - 1:
+        raise ConfigError(f"--num_neighbours {config.num_neighbours} is larger than the bank allows "
+                          f"({num_train} training images, so at most {num_train - 1} other centres)")
+
+    train_tf, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
+    train_set = ImageSamples(split.train, train_tf)
+    bank_loader = _loader(ImageSamples(split.train, eval_tf), config, device)
+    model, kernel_weights, head, optimiser = _build_parts(config, split.num_trained, num_train, device)
+    k_train = min(config.num_neighbours, num_train - 1)
+
+    epoch, step, history, bank, elapsed = 0, 0, [], None, 0.0
+    sums = dict.fromkeys(EPOCH_SUMS, 0.0)  # this epoch's totals, kept across an interruption
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            if kernel_weights is not None:
+                kernel_weights.load_state_dict(state["kernel_weights"])
+            if head is not None:
+                head.load_state_dict(state["head"])
+            optimiser.load_state_dict(state["optimiser"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{resume_from} does not match this model and data: {str(e)[:200]}") from e
+        epoch, step, history, elapsed = state["epoch"], state["step"], state["history"], state["elapsed"]
+        sums = state["epoch_sums"]
+        bank = FeatureBank.from_state_dict(state["bank"], device) if state["bank"] is not None else None
+        torch.set_rng_state(state["rng"])
+
+    def save(finished: bool = False) -> None:
+        atomic_save({
+            "kind": CHECKPOINT_KIND, "config": dataclasses.asdict(config), "classes": split.classes,
+            "num_trained": split.num_trained, "epoch": epoch, "step": step, "finished": finished,
+            "elapsed": elapsed, "history": history, "epoch_sums": sums,
+            "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+            "kernel_weights": kernel_weights.state_dict() if kernel_weights is not None else None,
+            "head": head.state_dict() if head is not None else None,
+            "bank": bank.state_dict() if bank is not None else None, "rng": torch.get_rng_state(),
+        }, save_dir / CHECKPOINT_NAME)
+        (save_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        (save_dir / "history.json").write_text(json.dumps(history, indent=2))
+
+    def refresh() -> None:
+        nonlocal bank
+        bank = FeatureBank.build(model, bank_loader, device, k_train, epoch, config.progress)
+        if history:  # the bank reflects the model after the last finished epoch
+            history[-1].update(_evaluate_test(config, model, bank, kernel_weights, head, split, device))
+
+    started = time.monotonic() - elapsed * 60
+    stop_reason = "max_epochs"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
+    with _DeferredInterrupt() as interrupt:
+        while epoch < config.max_epochs and stop_reason == "max_epochs":
+            if config.loss == "nngk" and (bank is None or (epoch % config.update_interval == 0
+                                                           and bank.refreshed_at_epoch != epoch)):
+                refresh()
+                save()
+            order = _EpochOrder(num_train, config.seed, epoch, step * config.batch_size)
+            loader = _loader(train_set, config, device, sampler=order)
+            acc = {k: torch.zeros((), device=device) for k in EPOCH_SUMS}
+            model.train()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.max_epochs}", disable=not config.progress,
+                       leave=False)
+            for images, labels, index in bar:
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    features = model(images)
+                features = features.float()
+                if kernel_weights is not None:
+                    index = index.to(device, non_blocking=True)
+                    neighbours = bank.neighbours[index]
+                    out = kernel_nll(features, labels, bank.features, bank.labels, neighbours,
+                                     kernel_weights.log_weights, config.sigma, bank.sq_norms)
+                    loss, present = out.loss, out.present
+                    with torch.no_grad():
+                        predictions = class_log_probs(out.logits.detach(), bank.labels[neighbours],
+                                                      split.num_trained).argmax(1)
+                else:
+                    logits = head(features)
+                    loss = nn.functional.cross_entropy(logits, labels)
+                    present = torch.ones_like(labels, dtype=torch.bool)
+                    predictions = logits.argmax(1)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                n_present = present.sum()
+                acc["loss"] += loss.detach() * n_present
+                acc["present"] += n_present
+                acc["absent"] += labels.numel() - n_present
+                acc["correct"] += (predictions == labels).sum()
+                step += 1
+                if config.progress and step % 20 == 0:
+                    bar.set_postfix(loss=f"{float(acc['loss'] / acc['present'].clamp_min(1)):.4f}")
+                if interrupt.requested:
+                    stop_reason = "interrupted"
+                elif config.max_time is not None and time.monotonic() - started > config.max_time * 60:
+                    stop_reason = "max_time"
+                if stop_reason != "max_epochs":
+                    break
+            bar.close()
+            if not math.isfinite(float(acc["loss"])):
+                raise NonFiniteLossError(
+                    f"the loss became non-finite in epoch {epoch + 1}; the last good checkpoint in {save_dir} "
+                    "was kept. Try a larger --sigma or a smaller --learning_rate.")
+            for key in EPOCH_SUMS:
+                sums[key] += float(acc[key])
+            elapsed = (time.monotonic() - started) / 60
+            if stop_reason != "max_epochs" and step * config.batch_size < num_train:
+                save()  # mid-epoch: resume continues this epoch from the next batch
+                break
+            seen = sums["present"] + sums["absent"]
+            history.append({"epoch": epoch + 1, "loss": sums["loss"] / max(sums["present"], 1),
+                            "train_accuracy": sums["correct"] / max(seen, 1),
+                            "absent_fraction": sums["absent"] / max(seen, 1), "minutes": elapsed})
+            epoch, step = epoch + 1, 0
+            sums = dict.fromkeys(EPOCH_SUMS, 0.0)
+            save()
+
+    if stop_reason == "interrupted":
+        print(f"Interrupted: checkpoint saved in {save_dir}; continue with --resume.", file=sys.stderr)
+        return TrainResult(config, split, model, bank, kernel_weights, head, history, {}, stop_reason)
+    if bank is None or bank.refreshed_at_epoch != epoch:
+        bank = FeatureBank.build(model, bank_loader, device, k_train, epoch, config.progress)
+    evaluation = _evaluate_test(config, model, bank, kernel_weights, head, split, device)
+    if history:
+        history[-1].update(evaluation)
+    evaluation = {"epochs": epoch, "minutes": elapsed, "stop_reason": stop_reason, **evaluation}
+    save(finished=True)
+    (save_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
+    return TrainResult(config, split, model, bank, kernel_weights, head, history, evaluation, stop_reason)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run read back from its save directory (see :func:`load_run`)."""
+
+    config: TrainConfig
+    classes: list[str]
+    num_trained: int
+    model: nn.Module
+    bank: FeatureBank
+    kernel_weights: KernelWeights | None
+    head: nn.Linear | None
+    history: list[dict]
+    finished: bool
+
+
+def load_run(save_dir, device="cpu") -> LoadedRun:
+    """Read ``save_dir/checkpoint.pt`` and rebuild the model, kernel weights and bank."""
+    path = Path(save_dir) / CHECKPOINT_NAME
+    state = safe_load(path, CHECKPOINT_KIND)
+    config = _config_from_dict(state["config"])
+    device = torch.device(device)
+    model, kernel_weights, head, _ = _build_parts(dataclasses.replace(config, pretrained="none"),
+                                                  state["num_trained"], 1, device)
+    try:
+        model.load_state_dict(state["model"])
+        if state["kernel_weights"] is not None:
+            kernel_weights = KernelWeights(state["kernel_weights"]["log_weights"].shape[0]).to(device)
+            kernel_weights.load_state_dict(state["kernel_weights"])
+        if head is not None:
+            head.load_state_dict(state["head"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path} does not match the model it names: {str(e)[:200]}") from e
+    if state["bank"] is None:
+        raise CheckpointError(f"{path} holds no feature bank yet (the run stopped before its first refresh)")
+    model.eval()
+    return LoadedRun(config, state["classes"], state["num_trained"], model,
+                     FeatureBank.from_state_dict(state["bank"], device), kernel_weights, head,
+                     state["history"], state["finished"])
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m nngk_lab.train",
+        description="Train an embedding with the nearest-neighbour Gaussian kernel loss (Meyer et al. 2018). "
+                    "Without --data_dir it trains a small CNN on the embedded digits; with it, ResNet18 "
+                    "with the original's defaults.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=None)
+    a = p.add_argument
+    a("--data_dir", help="parent folder of class sub-folders (class_000/, class_001/, ...); "
+                         "default: the embedded digits")
+    a("--save_dir", required=True, help="folder for the checkpoint, config, history and evaluation")
+    a("--num_classes", type=int, help="train on the first N classes (sorted folder names); the rest are "
+                                      "held out for retrieval. Default: the first half")
+    a("--test_fraction", type=float, help="share of each trained class kept as test images (default 0.2)")
+    a("--im_ext", help="only use image files with this extension, e.g. jpg (default: all common types)")
+    a("--model", choices=MODEL_NAMES, help="backbone (default resnet18; small_cnn for the digits)")
+    a("--pretrained", help="ResNet18 weights: auto (ImageNet if already on disk), none, or a file path")
+    a("--final_relu", type=_bool, help="keep the ReLU at the end of the backbone (default: true for "
+                                       "resnet18, false for small_cnn)")
+    a("--dropout", type=float, help="dropout before the embedding head (default 0)")
+    a("--embedding_dim", type=int, help="add a linear layer to this many dimensions")
+    a("--loss", choices=LOSSES, help="nngk (the method) or softmax (the baseline)")
+    a("--sigma", type=float, help="Gaussian kernel width (default 10; 1 for the digits)")
+    a("--num_neighbours", type=int, help="K nearest centres per query (default 200)")
+    a("--batch_size", type=int, help="images per step (default 32; 64 for the digits)")
+    a("--learning_rate", type=float, help="Adam learning rate (default 1e-5; 1e-3 for the digits)")
+    a("--weight_learning_rate", type=float, help="learning rate of the kernel weights (default: --learning_rate)")
+    a("--update_interval", type=int, help="refresh the feature bank every this many epochs (default 5)")
+    a("--max_epochs", type=int, help="stop after this many epochs (default 100; 15 for the digits)")
+    a("--max_time", type=float, help="stop after this many minutes of training")
+    a("--input_size", type=int, help="side of the square network input (default 256; 32 for the digits)")
+    a("--resize_size", type=int, help="images are resized to this before cropping (default input*9/8)")
+    a("--hflip", type=_bool, help="random horizontal flips in training (default true; false for the digits)")
+    a("--device", help="cpu, cuda, cuda:N or auto (GPU if there is one). Default: cpu")
+    a("--gpu_id", type=int, help="train on this GPU (as the original); leave out for the CPU")
+    a("--amp", action="store_true", help="bf16 autocast for the network (GPU)")
+    a("--workers", type=int, help="data loader worker processes (default: cores - 1, at most 4)")
+    a("--seed", type=int, help="random seed (default 0)")
+    a("--resume", action="store_true", help="continue the run in --save_dir from its checkpoint")
+    a("--no_progress", action="store_true", help="no progress bars")
+    return p
+
+
+def print_evaluation(evaluation: dict) -> None:
+    for key, value in evaluation.items():
+        print(f"  {key:28s} {value:.4f}" if isinstance(value, float) else f"  {key:28s} {value}")
+
+
+def main(argv=None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    resume = args.pop("resume")
+    args["progress"] = not args.pop("no_progress")
+    args["amp"] = args["amp"] or None
+    try:
+        config = make_config(**args)
+        result = train(config, resume=resume)
+    except NNGKError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if result.stop_reason == "interrupted":
+        return 130
+    print(f"Finished ({result.stop_reason}) after {len(result.history)} epochs; saved in {config.save_dir}")
+    print_evaluation(result.evaluation)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
