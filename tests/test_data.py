@@ -43,10 +43,13 @@ def test_scan_sorts_classes_and_ignores_hidden_and_other_files(messy_tree):
 
 
 def test_scan_keeps_the_first_n_classes(messy_tree):
+    (messy_tree / "zzz_empty").mkdir()  # beyond the first N, so it does not matter
     classes, samples = scan_image_folder(messy_tree, num_classes=2)
-    assert classes[:2] == ["ant", "class_10"]
-    kept = {label for _, label in samples if label < 2}
-    assert kept == {0, 1}
+    assert classes == ["ant", "class_10"]
+    assert sorted((p.split("/")[-2], label) for p, label in samples) == [("ant", 0)] * 3 + [("class_10", 1)]
+    assert scan_image_folder(messy_tree, num_classes=4)[0] == ["ant", "class_10", "class_2", "zebra"]
+    with pytest.raises(DataError, match="zzz_empty"):
+        scan_image_folder(messy_tree, num_classes=5)
 
 
 @pytest.mark.parametrize("ext", ["jpg", ".jpg", "JPG", ["jpg"]])

@@ -143,8 +143,8 @@ def test_cli_resume_of_a_finished_run(cli_run, tree, tmp_path, capsys):
     assert main(["--data_dir", str(tree), "--save_dir", str(save_dir), *TINY_FLAGS, "--resume"]) == 0
     assert json.loads((save_dir / "history.json").read_text()) == first
     # Asking for one more epoch continues from the checkpoint rather than starting again.
-    flags = [f if f != str(MAX_EPOCHS) else str(MAX_EPOCHS + 1) for f in TINY_FLAGS]
-    assert main(["--data_dir", str(tree), "--save_dir", str(save_dir), *flags, "--resume"]) == 0
+    assert main(["--data_dir", str(tree), "--save_dir", str(save_dir), *TINY_FLAGS,
+                 "--max_epochs", str(MAX_EPOCHS + 1), "--resume"]) == 0
     longer = json.loads((save_dir / "history.json").read_text())
     assert len(longer) == MAX_EPOCHS + 1
     assert [h["loss"] for h in longer[:MAX_EPOCHS]] == [h["loss"] for h in first]
