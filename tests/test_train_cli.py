@@ -51,7 +51,8 @@ def tree(tmp_path_factory):
 
 def run_cli(args, cwd):
     """``python -m nngk_lab.train ARGS`` in a fresh process that can download nothing."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    python_path = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path),
                NNGK_DATA=str(cwd / "nngk_data"), TORCH_HOME=str(cwd / "torch_home"))
     return subprocess.run([sys.executable, "-m", "nngk_lab.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
