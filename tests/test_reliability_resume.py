@@ -10,9 +10,9 @@ import torch
 
 from nngk_lab import train as train_module
 from nngk_lab.checkpoint import safe_load
-from nngk_lab.train import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run, train
+from nngk_lab.train import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run, main, train
 
-from tiny_tree import history_without_time, make_tree, one_thread, same_tensors, tiny_config  # noqa: F401
+from tiny_tree import history_without_time, make_tree, one_thread, same_tensors, tiny_argv, tiny_config  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,6 +100,32 @@ def test_sigterm_saves_and_resumes_like_ctrl_c(tree, tmp_path, monkeypatch):
     resumed = train(tiny_config(tree, tmp_path / "run"), resume=True)
     assert history_without_time(resumed.history) == history_without_time(reference.history)
     assert same_tensors(_state(resumed), _state(reference))
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tree, tmp_path, monkeypatch, capsys):
+    save_dir = tmp_path / "run"
+    train(tiny_config(tree, save_dir, max_epochs=1))
+    kept = (save_dir / CHECKPOINT_NAME).read_bytes()
+    _signal_at_steps(monkeypatch, {2})
+    real_raise = signal.raise_signal
+    monkeypatch.setattr(signal, "raise_signal", lambda s: (real_raise(s), real_raise(s)))  # pressed twice
+    assert main(tiny_argv(tree, save_dir, "--resume", max_epochs=3)) == 130
+    err = capsys.readouterr().err
+    assert err == f"error: stopped at once by a second Ctrl-C; the last checkpoint in {save_dir} was kept\n"
+    assert (save_dir / CHECKPOINT_NAME).read_bytes() == kept
+
+
+def test_loader_workers_leave_ctrl_c_to_the_training_process(tree, tmp_path):
+    class Handler(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+    loader = train_module._loader(Handler(), tiny_config(tree, tmp_path, workers=1, batch_size=1),
+                                  torch.device("cpu"))
+    assert [bool(ignored) for ignored in loader] == [True, True]
 
 
 def test_signal_handlers_are_restored_after_training(tree, tmp_path):
