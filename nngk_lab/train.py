@@ -379,8 +379,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         try:
             return _train(config, device, save_dir, resume_from)
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-            if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
-                raise
+            if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in str(e):
+                raise  # a CPU allocation failure is a plain RuntimeError; anything else is not ours
             memory = "GPU memory" if device.type == "cuda" else "memory"
             raise ResourceError(f"the run needs more {memory} than is free, so it stopped; the last checkpoint in "
                                 f"{save_dir} was kept. Free memory and continue with --resume, or start a new "
@@ -439,10 +439,9 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
 
     def save(finished: bool = False) -> None:
         # Never replace the last good checkpoint with a broken state.
-        for part in [model, kernel_weights, head]:
-            if part is not None:
-                for tensor in part.state_dict().values():
-                    _check_finite("weights", tensor, epoch, save_dir)
+        weights = [t for part in (model, kernel_weights, head) if part is not None
+                   for t in part.state_dict().values() if t.is_floating_point()]
+        _check_finite("weights", torch.stack([t.isfinite().all() for t in weights]), epoch, save_dir)
         if bank is not None:
             _check_finite("feature bank", bank.features, epoch, save_dir)
         atomic_save({
@@ -660,17 +659,24 @@ def print_evaluation(evaluation: dict) -> None:
         print(f"  {key:28s} {value:.4f}" if isinstance(value, float) else f"  {key:28s} {value}")
 
 
-def _check_resume_flags(save_dir: Path, given: dict) -> None:
-    """Refuse flags that a resumed run would ignore: it keeps the settings it was started with."""
+def _resume_args(args: dict) -> dict:
+    """Flags for ``--resume`` of the run in ``--save_dir``: refuse those it would ignore (it
+    keeps its settings), and take ``--max_epochs``, ``--max_time`` and ``--data_dir`` from
+    its last session unless given, so that a plain ``--resume`` finishes the run as planned."""
+    save_dir = Path(args["save_dir"])
     try:
         saved = json.loads((save_dir / "config.json").read_text()) if (save_dir / CHECKPOINT_NAME).exists() else {}
     except (OSError, ValueError):  # no readable config.json: train() still checks the checkpoint itself
-        return
-    for name, value in given.items():
-        if name in saved and name not in RESUME_OVERRIDES and name != "data_dir" and value != saved[name]:
+        return args
+    for name, value in args.items():
+        if value is not None and name in saved and name not in RESUME_OVERRIDES and name != "data_dir" \
+                and value != saved[name]:
             raise ConfigError(f"--{name} {value} differs from the run in {save_dir} ({name} {saved[name]}); a "
                               "resumed run keeps its settings: leave the flag out, or start a new run in "
                               "another --save_dir")
+    planned = {name: saved[name] for name in ("max_epochs", "max_time", "data_dir")
+               if args.get(name) is None and name in saved}
+    return {**args, **planned}
 
 
 def main(argv=None) -> int:
@@ -681,7 +687,7 @@ def main(argv=None) -> int:
     args["amp"] = args["amp"] or None
     try:
         if resume:
-            _check_resume_flags(Path(args["save_dir"]), {k: v for k, v in args.items() if v is not None})
+            args = _resume_args(args)
         config = make_config(**args)
         result = train(config, resume=resume)
     except NNGKError as e:

@@ -143,3 +143,13 @@ def test_make_config_rejects_non_numbers():
     with pytest.raises(ConfigError, match="--batch_size must be a number, got '8'"):
         tiny_config("data", "run", batch_size="8")
     assert torch.get_num_threads() >= 1
+
+
+def test_plain_resume_keeps_the_planned_epochs_and_data(tree, tmp_path, one_thread):
+    save_dir = tmp_path / "run"
+    assert main(tiny_argv(tree, save_dir, max_epochs=1)) == 0
+    # Only --save_dir: the data folder and the 1 planned epoch come from the run, not the defaults.
+    assert main(["--save_dir", str(save_dir), "--resume", "--no_progress"]) == 0
+    assert len(json.loads((save_dir / "history.json").read_text())) == 1
+    assert main(["--save_dir", str(save_dir), "--resume", "--no_progress", "--max_epochs", "2"]) == 0
+    assert len(json.loads((save_dir / "history.json").read_text())) == 2

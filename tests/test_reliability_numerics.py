@@ -1,5 +1,6 @@
 """Numerics: the loss and its gradients stay finite for any input, and a run whose loss or
-weights do become NaN/inf stops with NonFiniteLossError, keeping the last good checkpoint."""
+weights do become NaN/inf stops with NonFiniteLossError (one that runs out of memory with
+ResourceError), keeping the last good checkpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from nngk_lab import train as train_module
-from nngk_lab.errors import NonFiniteLossError
+from nngk_lab.errors import NonFiniteLossError, ResourceError
 from nngk_lab.loss import kernel_nll
 from nngk_lab.train import CHECKPOINT_NAME, load_run, main, train
 
@@ -111,3 +112,28 @@ def test_diverging_run_never_saves_broken_weights(tmp_path, capsys, one_thread, 
     run = load_run(save_dir)  # the last good checkpoint
     assert all(torch.isfinite(t).all() for t in [*run.model.state_dict().values(), run.bank.features,
                                                    run.kernel_weights.log_weights])
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ...")])
+def test_out_of_memory_is_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch, one_thread, error):
+    tree, save_dir = make_tree(tmp_path / "tree"), tmp_path / "run"
+    train(tiny_config(tree, save_dir, max_epochs=1))
+    kept = (save_dir / CHECKPOINT_NAME).read_bytes()
+
+    def out_of_memory(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(train_module, "kernel_nll", out_of_memory)
+    with pytest.raises(ResourceError, match=f"needs more memory than is free.*{save_dir} was kept.*--batch_size"):
+        train(tiny_config(tree, save_dir, max_epochs=2), resume=True)
+    assert (save_dir / CHECKPOINT_NAME).read_bytes() == kept
+
+
+def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, monkeypatch, one_thread):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(train_module, "kernel_nll", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        train(tiny_config(make_tree(tmp_path / "tree"), tmp_path / "run"))

@@ -67,24 +67,25 @@ def test_same_seed_gives_the_same_history_and_weights(tree, tmp_path):
     assert not same_tensors(_state(a), _state(c))  # the seed matters, so the check above means something
 
 
-@pytest.mark.parametrize("loss, interrupts", [
-    ("nngk", [{2}]),            # mid-epoch
-    ("nngk", [{4}]),            # on the last batch of an epoch (4 batches per epoch)
-    ("nngk", [{3}, {6}]),       # twice: mid-epoch, then again after resuming
-    ("softmax", [{6}]),
+@pytest.mark.parametrize("loss, interrupts, workers", [
+    ("nngk", [{2}], 0),            # mid-epoch
+    ("nngk", [{4}], 0),            # on the last batch of an epoch (4 batches per epoch)
+    ("nngk", [{3}, {6}], 0),       # twice: mid-epoch, then again after resuming
+    ("softmax", [{6}], 0),
+    ("nngk", [{3}], 1),            # a loader worker process: augmentation does not depend on it
 ])
-def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, interrupts):
+def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, interrupts, workers):
     reference = train(tiny_config(tree, tmp_path / "reference", loss=loss))
     save_dir = tmp_path / "interrupted"
     resume = False
     for steps in interrupts:
         with monkeypatch.context() as m:
             _signal_at_steps(m, steps)
-            result = train(tiny_config(tree, save_dir, loss=loss), resume=resume)
+            result = train(tiny_config(tree, save_dir, loss=loss, workers=workers), resume=resume)
         assert result.stop_reason == "interrupted"
         assert not safe_load(save_dir / CHECKPOINT_NAME, CHECKPOINT_KIND)["finished"]
         resume = True
-    resumed = train(tiny_config(tree, save_dir, loss=loss), resume=True)
+    resumed = train(tiny_config(tree, save_dir, loss=loss, workers=workers), resume=True)
     assert resumed.stop_reason == "max_epochs"
     assert history_without_time(resumed.history) == history_without_time(reference.history)
     assert same_tensors(_state(resumed), _state(reference))
