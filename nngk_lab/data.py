@@ -163,9 +163,15 @@ class ImageSamples(Dataset):
         path, label = self.samples[index]
         image = load_rgb(path)
         if self.transform is not None and self.seed is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + index) % 2**63)
+            # torchvision's random transforms draw from the global CPU generator: seed it for
+            # this sample, then put its state back (torch.manual_seed would cost 50x more).
+            generator = torch.default_generator
+            state = generator.get_state()
+            generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + index) % 2**63)
+            try:
                 image = self.transform(image)
+            finally:
+                generator.set_state(state)
         elif self.transform is not None:
             image = self.transform(image)
         return image, label, index

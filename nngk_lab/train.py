@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,11 +352,10 @@ def _resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
     return dataclasses.replace(_config_from_dict(saved), **changes)
 
 
-def _check_finite(what: str, values: torch.Tensor | float, epoch: int, save_dir: Path) -> None:
-    finite = math.isfinite(values) if isinstance(values, float) else bool(torch.isfinite(values).all())
+def _check_finite(what: str, finite: bool, epoch_number: int, save_dir: Path) -> None:
     if not finite:
         raise NonFiniteLossError(
-            f"the {what} became NaN or infinite in epoch {epoch + 1}, so training stopped; the last good "
+            f"the {what} became NaN or infinite in epoch {epoch_number}, so training stopped; the last good "
             f"checkpoint in {save_dir} was kept. Start a new run (another --save_dir) with a smaller "
             "--learning_rate or a larger --sigma.")
 
@@ -378,9 +378,16 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     with _run_lock(save_dir):
         try:
             return _train(config, device, save_dir, resume_from)
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-            if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "can't allocate memory" not in str(e):
-                raise  # a CPU allocation failure is a plain RuntimeError; anything else is not ours
+        except (NNGKError, torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            # A CPU allocation failure is a plain RuntimeError; any other one is not ours.
+            out_of_memory = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
+            if not (out_of_memory or isinstance(e, NNGKError)):
+                raise
+            # Free the failed run's memory and loader worker processes now, not at Python's
+            # next garbage collection, so that a notebook can go on.
+            traceback.clear_frames(e.__traceback__)
+            if not out_of_memory:
+                raise
             memory = "GPU memory" if device.type == "cuda" else "memory"
             raise ResourceError(f"the run needs more {memory} than is free, so it stopped; the last checkpoint in "
                                 f"{save_dir} was kept. Free memory and continue with --resume, or start a new "
@@ -441,9 +448,11 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
         # Never replace the last good checkpoint with a broken state.
         weights = [t for part in (model, kernel_weights, head) if part is not None
                    for t in part.state_dict().values() if t.is_floating_point()]
-        _check_finite("weights", torch.stack([t.isfinite().all() for t in weights]), epoch, save_dir)
+        last_trained = epoch + (step > 0)  # the (1-based) epoch of the last training step
+        _check_finite("weights", bool(torch.stack([t.isfinite().all() for t in weights]).all()), last_trained,
+                      save_dir)
         if bank is not None:
-            _check_finite("feature bank", bank.features, epoch, save_dir)
+            _check_finite("feature bank", bool(bank.features.isfinite().all()), last_trained, save_dir)
         atomic_save({
             "kind": CHECKPOINT_KIND, "config": dataclasses.asdict(config), "classes": split.classes,
             "num_trained": split.num_trained, "data_fingerprint": fingerprint,
@@ -514,7 +523,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
                 step += 1
                 if step % CHECK_EVERY_STEPS == 0:  # a device sync, so not every step
                     running_loss = float(acc["loss"]) / max(float(acc["present"]), 1.0)
-                    _check_finite("loss", running_loss, epoch, save_dir)
+                    _check_finite("loss", math.isfinite(running_loss), epoch + 1, save_dir)
                     bar.set_postfix(loss=f"{running_loss:.4f}")
                 if interrupt.requested:
                     stop_reason = "interrupted"
@@ -523,7 +532,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
                 if stop_reason != "max_epochs":
                     break
             bar.close()
-            _check_finite("loss", float(acc["loss"]), epoch, save_dir)
+            _check_finite("loss", bool(acc["loss"].isfinite()), epoch + 1, save_dir)
             sums = {key: float(acc[key]) for key in EPOCH_SUMS}
             elapsed = (time.monotonic() - started) / 60
             if stop_reason != "max_epochs" and step * config.batch_size < num_train:

@@ -3,6 +3,7 @@ valid images (greyscale, RGBA, 16-bit, tiny, non-ASCII names) just work."""
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -159,6 +160,7 @@ def test_training_on_a_tree_with_a_broken_image_prints_one_line(tmp_path, capsys
     (tree / "class_000" / "page.jpg").unlink()
     err = _one_line_error(capsys, tiny_argv(tree, tmp_path / "run", "--workers", "1"))
     assert f"cannot read image {broken}" in err
+    assert multiprocessing.active_children() == []  # the failed run's loader workers are gone already
 
 
 def test_greyscale_rgba_palette_16bit_and_cmyk_images_load_as_rgb(tmp_path):
