@@ -277,11 +277,15 @@ def export_digits(root=None) -> Path:
         return root
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    for i, (image, label) in enumerate(zip(images, digits.target)):
-        folder = root / f"class_{label:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, mode="L").save(folder / f"digit_{i:04d}.png")
-    marker.touch()
+    try:
+        for i, (image, label) in enumerate(zip(images, digits.target)):
+            folder = root / f"class_{label:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image, mode="L").save(folder / f"digit_{i:04d}.png")
+        marker.touch()  # last, so that an interrupted export is redone
+    except OSError as e:
+        raise DataError(f"cannot write the digits to {root} ({e.strerror or e}); set NNGK_DATA to a writable "
+                        "folder") from e
     return root
 
 

@@ -474,7 +474,12 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
             history[-1].update(_evaluate_test(config, model, bank, kernel_weights, head, split, device))
 
     started = time.monotonic() - elapsed * 60
-    stop_reason = "max_epochs"
+
+    def time_up() -> bool:
+        return config.max_time is not None and time.monotonic() - started > config.max_time * 60
+
+    # A resumed run that had already used its --max_time takes no further step.
+    stop_reason = "max_time" if elapsed > 0 and time_up() else "max_epochs"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
     with _DeferredInterrupt() as interrupt:
         while epoch < config.max_epochs and stop_reason == "max_epochs":
@@ -527,7 +532,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
                     bar.set_postfix(loss=f"{running_loss:.4f}")
                 if interrupt.requested:
                     stop_reason = "interrupted"
-                elif config.max_time is not None and time.monotonic() - started > config.max_time * 60:
+                elif time_up():
                     stop_reason = "max_time"
                 if stop_reason != "max_epochs":
                     break

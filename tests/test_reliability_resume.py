@@ -133,3 +133,19 @@ def test_signal_handlers_are_restored_after_training(tree, tmp_path):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     train(tiny_config(tree, tmp_path / "run", max_epochs=1))
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_run_stopped_by_max_time_keeps_a_bank_of_its_final_model(tree, tmp_path):
+    save_dir = tmp_path / "run"
+    result = train(tiny_config(tree, save_dir, max_time=1e-9))  # stops after its first step
+    state = safe_load(save_dir / CHECKPOINT_NAME, CHECKPOINT_KIND)
+    assert result.stop_reason == "max_time" and state["finished"] and (state["epoch"], state["step"]) == (0, 1)
+    run = load_run(save_dir)
+    features, _ = train_module.embed(run.model, train_module._loader(
+        train_module.ImageSamples(result.split.train, train_module.build_transforms(8, hflip=True)[1]),
+        run.config, torch.device("cpu")), "cpu", progress=False)
+    assert torch.allclose(features, run.bank.features, atol=1e-5)
+    # Resuming with the time already used up takes no further step.
+    again = train(tiny_config(tree, save_dir, max_time=1e-9), resume=True)
+    assert again.stop_reason == "max_time"
+    assert safe_load(save_dir / CHECKPOINT_NAME, CHECKPOINT_KIND)["step"] == 1
