@@ -71,7 +71,10 @@ def class_log_probs(logits: torch.Tensor, neighbour_labels: torch.Tensor, num_cl
     """
     if neighbour_labels.shape != logits.shape:
         raise ValueError(f"neighbour labels {tuple(neighbour_labels.shape)} must match logits {tuple(logits.shape)}")
-    if neighbour_labels.numel() and int(neighbour_labels.max()) >= num_classes:
+    # Checked on the CPU only: on a GPU the check would make every training step wait for
+    # the device; there an out-of-range label trips scatter's own device-side assertion.
+    if neighbour_labels.device.type == "cpu" and neighbour_labels.numel() \
+            and int(neighbour_labels.max()) >= num_classes:
         raise ValueError(f"a neighbour has label {int(neighbour_labels.max())} but num_classes is {num_classes}")
     batch = logits.shape[0]
     neg_inf = torch.full((batch, num_classes), -math.inf, dtype=logits.dtype, device=logits.device)
