@@ -24,6 +24,7 @@ def test_loss_bench_prints_its_table_and_agrees_with_the_loop(capsys):
     out = capsys.readouterr().out
     assert "loop/ours" in out and "gather ms" in out
     assert len(rows) == 2 and all(r["|loss diff|"] < 1e-5 for r in rows)
+    assert {r["path"] for r in rows} == {"matmul", "gather"}
 
 
 def test_search_bench_runs_every_method_in_its_own_process(capsys):
