@@ -87,7 +87,7 @@ def faiss_installed() -> bool:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.bench_search", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000], help="numbers of centres N")
-    p.add_argument("--max_queries", type=int, default=50_000, help="search at most this many of the centres")
+    p.add_argument("--max_queries", type=int, default=10_000, help="search at most this many of the centres")
     p.add_argument("--neighbours", type=int, default=200)
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--quick", action="store_true", help="small k and D, to check that the script runs")

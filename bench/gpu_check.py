@@ -68,7 +68,7 @@ class Sizes:
 REAL = Sizes("cuda", "resnet18", 256, 32, 200, 512, 10.0, 59_551, 11_318,
              [("SOP", 32, 59_551, 11_318), ("CUB-100", 128, 5_864, 100)],
              20_000, [10_000, 50_000, 200_000, 1_000_000], 65_536, 256, 30, 2048, 64, 50)
-DRY = Sizes("cpu", "small_cnn", 16, 4, 5, 16, 10.0, 200, 10, [("tiny", 4, 200, 10)],
+DRY = Sizes("cpu", "small_cnn", 16, 4, 5, 16, 10.0, 200, 10, [("tiny-gather", 4, 300, 10), ("tiny-matmul", 4, 100, 10)],
             300, [400, 1_000], 500, 16, 1, 8, 2, 8)
 
 
@@ -150,13 +150,13 @@ class _FixedImages(Dataset):
 
 def check_correctness(s: Sizes, device: torch.device, report: Report) -> None:
     cpu = torch.device("cpu")
-    name, batch, n, c = s.loss_cases[-1]
-    inputs = _loss_inputs(batch, n, c, s.k, s.dim)
-    ref = _loss_and_grads(inputs, s.sigma, cpu)
-    got = _loss_and_grads(inputs, s.sigma, device)
-    errs = [_rel(g, r) for g, r in zip(got, ref)]
-    report.add("correct", f"loss {name} value, d/dx, d/dv vs CPU", "fp32",
-               check=_verdict(max(errs) < 1e-4, "rel err " + ", ".join(f"{e:.1e}" for e in errs)))
+    for name, batch, n, c in s.loss_cases:
+        inputs = _loss_inputs(batch, n, c, s.k, s.dim)
+        ref = _loss_and_grads(inputs, s.sigma, cpu)
+        got = _loss_and_grads(inputs, s.sigma, device)
+        errs = [_rel(g, r) for g, r in zip(got, ref)]
+        report.add("correct", f"loss {name} value, d/dx, d/dv vs CPU", "fp32",
+                   check=_verdict(max(errs) < 1e-4, "rel err " + ", ".join(f"{e:.1e}" for e in errs)))
 
     centres = torch.randn(s.check_centres, s.dim, generator=torch.Generator().manual_seed(1))
     d_ref, i_ref = nearest_neighbours(centres, centres, s.k, exclude_self=True)
@@ -236,6 +236,12 @@ def time_steps(s: Sizes, device: torch.device, report: Report) -> None:
                        ratio=f"{t[f'{loss}_loss'] / t['nngk_step']:.1%} of nngk step")
             report.add("step", f"{loss} optimiser (Adam)", precision, t[f"{loss}_optimiser"],
                        ratio=f"{t[f'{loss}_optimiser'] / t['nngk_step']:.1%} of nngk step")
+        if device.type == "cuda":  # would letting cuDNN pick its algorithms help train.py?
+            torch.backends.cudnn.benchmark = True
+            t_bench = mean_time(parts["nngk_step"], s.step_runs, device, warmup=5)
+            torch.backends.cudnn.benchmark = False
+            report.add("step", f"nngk step, cudnn.benchmark=True {case}", precision, t_bench,
+                       rate=f"{s.batch / t_bench:.0f} img/s", ratio=f"x{t_bench / t['nngk_step']:.3f} default")
 
 
 def time_refresh(s: Sizes, device: torch.device, report: Report) -> None:
