@@ -103,6 +103,16 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def chunked_matmul(queries: torch.Tensor, centres: torch.Tensor, rows: int) -> None:
+    """The matrix products of ``nearest_neighbours``, chunk by chunk, without its top-k:
+    the least a search by matrix products can cost."""
+    centre_sq = centres.square().sum(1)
+    block = torch.empty(min(rows, queries.shape[0]), centres.shape[0], device=centres.device)
+    for start in range(0, queries.shape[0], rows):
+        q = queries[start:start + rows]
+        torch.addmm(centre_sq.unsqueeze(0), q, centres.T, beta=1.0, alpha=-2.0, out=block[:q.shape[0]])
+
+
 def mean_time(fn: Callable[[], object], runs: int, device: torch.device | str, warmup: int = 2) -> float:
     """Mean seconds per call of ``fn`` run back to back (one synchronisation at the end),
     which is how a GPU runs a training loop: the host queues work ahead of the device."""

@@ -38,7 +38,7 @@ from nngk_lab.models import build_model
 from nngk_lab.train import make_config, train
 
 from .bench_step import write_images
-from .common import format_table, mean_time, synchronise, training_step_parts
+from .common import chunked_matmul, format_table, mean_time, synchronise, training_step_parts
 
 COLUMNS = ["part", "case", "precision", "time", "rate", "ratio", "memory", "check"]
 
@@ -275,15 +275,6 @@ def time_refresh(s: Sizes, device: torch.device, report: Report) -> None:
                    rate=f"{s.refresh_images / t_embed:.0f} img/s")
 
 
-def _matmul_only(queries, centres, rows):
-    """The chunked matrix products of the search, without the top-k (its lower bound)."""
-    centre_sq = centres.square().sum(1)
-    block = torch.empty(min(rows, queries.shape[0]), centres.shape[0], device=centres.device)
-    for start in range(0, queries.shape[0], rows):
-        q = queries[start:start + rows]
-        torch.addmm(centre_sq.unsqueeze(0), q, centres.T, beta=1.0, alpha=-2.0, out=block[:q.shape[0]])
-
-
 def time_search(s: Sizes, device: torch.device, report: Report) -> None:
     g = torch.Generator(device=device).manual_seed(3)
     warm = torch.randn(1000, s.dim, device=device)
@@ -305,7 +296,7 @@ def time_search(s: Sizes, device: torch.device, report: Report) -> None:
         if device.type == "cuda":
             memory = f"{(torch.cuda.max_memory_allocated(device) - base) / 2**30:.2f} GiB extra"
         start = time.perf_counter()
-        _matmul_only(queries, centres, rows)
+        chunked_matmul(queries, centres, rows)
         synchronise(device)
         t_mm = time.perf_counter() - start
         report.add("search", f"N={n} Q={q} k={s.k} ({rows} rows/chunk)", "fp32", t_search,
