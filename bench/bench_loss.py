@@ -16,6 +16,7 @@ import argparse
 
 import torch
 
+from nngk_lab import loss as loss_module
 from nngk_lab.device import available_cores
 from nngk_lab.loss import DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR, kernel_nll
 
@@ -25,6 +26,7 @@ from .common import best_times, format_table, machine_summary
 CASES = [("SOP", 32, 59_551, 11_318, True), ("CUB-100", 128, 5_864, 100, True),
          ("SOP-B128", 128, 59_551, 11_318, False)]
 QUICK_CASES = [("tiny-many-classes", 8, 1_000, 300, True), ("tiny", 16, 40, 10, True)]
+CROSSOVER_BATCHES, CROSSOVER_RATIOS = (32, 128), (10, 30, 60, 100)
 
 
 def reference_loop_loss(features, targets, centres, centre_labels, neighbours, log_weights, sigma, num_classes):
@@ -99,6 +101,32 @@ def run_case(name, batch, num_centres, num_classes, with_loop, k, dim, sigma, re
     return row
 
 
+def path_crossover(batches, ratios, k, dim, sigma, repeat, generator) -> list[dict]:
+    """Both ways to the dot products at N = ratio x K, to place the threshold between them."""
+    rows = []
+    for batch in batches:
+        for ratio in ratios:
+            features, targets, centres, labels, neighbours, log_weights = make_inputs(
+                batch, ratio * k, 10, k, dim, generator)
+            x = features.requires_grad_(True)
+            sq_norms = centres.square().sum(1)
+
+            def run(threshold):
+                def fn():
+                    loss_module.DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR = threshold
+                    x.grad = None
+                    kernel_nll(x, targets, centres, labels, neighbours, log_weights, sigma, sq_norms).loss.backward()
+                return fn
+
+            try:
+                t = best_times({"gather": run(0), "matmul": run(ratio)}, repeat=repeat)
+            finally:
+                loss_module.DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR = DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR
+            rows.append({"B": batch, "N / K": ratio, "N": ratio * k, "gather path ms": 1e3 * t["gather"],
+                         "matmul path ms": 1e3 * t["matmul"], "matmul / gather": t["matmul"] / t["gather"]})
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m bench.bench_loss", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
@@ -118,6 +146,11 @@ def main(argv=None) -> list[dict]:
           f"{DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR} K) or from the gathered neighbour centres (path gather); "
           "gather: index_select of the (B, K, D) neighbour centres alone, the floor of the gather path. "
           f"Best of {args.repeat} runs, taken in turns.")
+    batches, ratios = ((4,), (5, 50)) if args.quick else (CROSSOVER_BATCHES, CROSSOVER_RATIOS)
+    crossover = path_crossover(batches, ratios, k, dim, args.sigma, args.repeat, generator)
+    print(f"\nwhere the matmul path stops paying: loss forward+backward by path, K = {k}, D = {dim}")
+    print(format_table(crossover))
+    print(f"nngk_lab uses the matmul path for N <= {DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR} K.")
     return rows
 
 
