@@ -97,6 +97,8 @@ def main(argv=None) -> None:
     p.add_argument("--max_queries", type=int, default=10_000, help="search at most this many of the centres")
     p.add_argument("--neighbours", type=int, default=200)
     p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="faiss is skipped when it is not installed")
     p.add_argument("--quick", action="store_true", help="small k and D, to check that the script runs")
     p.add_argument("--child", nargs=5, metavar=("METHOD", "N", "Q", "K", "D"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -105,7 +107,7 @@ def main(argv=None) -> None:
         print(json.dumps(child(method, *map(int, numbers))))
         return
     k, dim = (10, 32) if args.quick else (args.neighbours, args.dim)
-    methods = [m for m in METHODS if m != "faiss" or faiss_installed()]
+    methods = [m for m in args.methods if m != "faiss" or faiss_installed()]
     rows = []
     for n in args.sizes:
         q = min(n, args.max_queries)
