@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 # neighbour_logits takes every query-centre dot product at once when N <= this x K. On 2
-# CPU cores the crossover with gathering the K neighbours was at N ~ 50-80 K.
-DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR = 40
+# CPU cores the crossover with gathering the K neighbours was at N ~ 30 K for batch 32 and
+# N ~ 60-100 K for batch 128 (python -m bench.bench_loss, docs/performance.md).
+DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR = 30
 
 
 def _check_sigma(sigma: float) -> None:
