@@ -133,7 +133,8 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
 
     Keys: ``backbone`` (forward + backward), ``{nngk,softmax}_loss`` (forward + backward
     on fixed features, with the running-accuracy prediction), ``{nngk,softmax}_optimiser``
-    and ``{nngk,softmax}_step`` (zero_grad, forward, loss, backward, optimiser step).
+    and ``{nngk,softmax}_step`` (forward, loss, zero_grad, backward, optimiser step, and the
+    running sums of loss and accuracy kept on the device).
     """
     from torch import nn
 
@@ -159,13 +160,13 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
         out = kernel_nll(features, labels, centres, centre_labels, neighbours, kernel_weights.log_weights,
                          sigma, sq_norms)
         with torch.no_grad():
-            class_log_probs(out.logits.detach(), centre_labels[neighbours], num_classes).argmax(1)
-        return out.loss
+            predictions = class_log_probs(out.logits.detach(), centre_labels[neighbours], num_classes).argmax(1)
+        return out.loss, out.present, predictions
 
     def softmax_loss(features):
         logits = head(features)
-        logits.detach().argmax(1)
-        return nn.functional.cross_entropy(logits, labels)
+        present = torch.ones_like(labels, dtype=torch.bool)
+        return nn.functional.cross_entropy(logits, labels), present, logits.argmax(1)
 
     losses = {"nngk": nngk_loss, "softmax": softmax_loss}
 
@@ -185,14 +186,22 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     def loss_part(name):
         def run():
             optimisers[name].zero_grad(set_to_none=True)
-            losses[name](fixed.clone().requires_grad_(True)).backward()
+            losses[name](fixed.clone().requires_grad_(True))[0].backward()
         return run
+
+    sums = {key: torch.zeros((), device=device) for key in ("loss", "present", "absent", "correct")}
 
     def step(name):
         def run():
+            loss, present, predictions = losses[name](forward())
             optimisers[name].zero_grad(set_to_none=True)
-            losses[name](forward()).backward()
+            loss.backward()
             optimisers[name].step()
+            n_present = present.sum()  # the running sums nngk_lab.train keeps on the device
+            sums["loss"] += loss.detach() * n_present
+            sums["present"] += n_present
+            sums["absent"] += labels.numel() - n_present
+            sums["correct"] += (predictions == labels).sum()
         return run
 
     def optimiser_part(name):
