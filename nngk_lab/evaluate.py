@@ -69,10 +69,13 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 
 @torch.no_grad()
 def classification_metrics(queries: torch.Tensor, labels: torch.Tensor, bank: FeatureBank,
-                           log_weights: torch.Tensor, sigma: float, num_neighbours: int, num_classes: int,
-                           head: nn.Module | None = None) -> dict[str, float]:
+                           log_weights: torch.Tensor | None, sigma: float, num_neighbours: int,
+                           num_classes: int, head: nn.Module | None = None) -> dict[str, float]:
     """Accuracy of the kernel classifier, of 1-NN on the bank, and of ``head`` if given
-    (a softmax run's classifier), for query embeddings ``queries`` with true ``labels``."""
+    (a softmax run's classifier), for query embeddings ``queries`` with true ``labels``.
+    ``log_weights`` None means every kernel weight is 1 (a softmax run has none)."""
+    if log_weights is None:
+        log_weights = torch.zeros(len(bank), device=bank.features.device)
     log_probs = kernel_predict_log_probs(queries, bank, log_weights, sigma, num_neighbours, num_classes)
     result = {"kernel_accuracy": accuracy(log_probs.argmax(1), labels),
               "nearest_neighbour_accuracy": accuracy(nearest_neighbour_predict(queries, bank), labels)}
@@ -198,8 +201,7 @@ def _network_metrics(config, split, model, bank, kernel_weights, head, loaders, 
     result = {}
     if split.test:
         queries, labels = embed(model, loaders["test"], device, progress, desc=f"{name}: test images")
-        log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None \
-            else torch.zeros(len(bank), device=device)
+        log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None else None
         result = classification_metrics(queries, labels, bank, log_weights, config.sigma, config.num_neighbours,
                                         split.num_trained, head)
         # The method's own classifier: the kernel sums for NNGK, the head for softmax.
@@ -248,8 +250,8 @@ def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -
     with torch.random.fork_rng(devices=[]):
         model, kernel_weights, head, _ = training.build_initial_parts(config, split.num_trained,
                                                                      len(split.train), device)
-    untrained = _network_metrics(config, split, model, embed_bank(model, "untrained"), kernel_weights, head, loaders, device,
-                                 progress, "untrained")
+    untrained = _network_metrics(config, split, model, embed_bank(model, "untrained"), kernel_weights, head,
+                                 loaders, device, progress, "untrained")
 
     metrics = {
         "save_dir": str(save_dir), "loss": config.loss, "model": config.model,
