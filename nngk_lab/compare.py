@@ -98,21 +98,21 @@ def comparison_figure(runs, title: str | None = None) -> Figure:
     named = _as_named(runs)
     keys = [(key, label) for key, label in COLUMNS
             if any(m["trained"].get(key) is not None for m in named.values())]
-    fig = Figure(figsize=(max(6.0, 1.1 * len(keys) * max(1, len(named)) ** 0.5 + 2), 4.0))
+    fig = Figure(figsize=(3.0 + len(keys) * (0.6 + 0.3 * len(named)), 4.0))
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(named))
     for r, (name, m) in enumerate(named.items()):
         xs = [i - 0.4 + width * (r + 0.5) for i in range(len(keys))]
         trained = [_bar_value(m["trained"].get(key)) for key, _ in keys]
         untrained = [_bar_value(m["untrained"].get(key)) for key, _ in keys]
-        ax.bar(xs, trained, width * 0.9, label=f"{name} ({m['loss']})")
+        ax.bar(xs, trained, width * 0.9, label=name if name == m["loss"] else f"{name} ({m['loss']})")
         ax.hlines(untrained, [x - width * 0.45 for x in xs], [x + width * 0.45 for x in xs],
                   colors="black", linewidth=2, label="untrained network" if r == 0 else None)
     ax.set_xticks(range(len(keys)), [label for _, label in keys])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score")
     ax.set_title(title or "accuracy on trained classes, retrieval on held-out classes")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

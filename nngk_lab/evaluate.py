@@ -133,7 +133,7 @@ def recall_at_k(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
     hits = torch.zeros(len(ks), dtype=torch.float64)
     for rows, neighbour_labels in _neighbour_labels(features, labels, ks[-1], chunk_size, progress, "recall@K"):
         same = neighbour_labels == labels[rows].to(neighbour_labels.device).unsqueeze(1)
-        hit_within = same.cummax(1).values  # hit_within[:, j]: a match among the first j + 1
+        hit_within = same.cumsum(1) > 0  # hit_within[:, j]: a match among the first j + 1
         hits += hit_within[:, [k - 1 for k in ks]].sum(0).double().cpu()
     return {k: float(h) / features.shape[0] for k, h in zip(ks, hits)}
 
