@@ -11,20 +11,20 @@ import torch
 from .errors import ConfigError
 
 
-def _cgroup_cpu_limit() -> float | None:
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """The CPU quota of this container in cores (cgroup v2 or v1), or None if unlimited.
 
     Containers such as Binder's cap CPU time with a quota while still showing every host
     core to ``sched_getaffinity``; threads beyond the quota only slow each other down.
     """
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = (root / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
         return None if quota <= 0 or period <= 0 else quota / period
     except (OSError, ValueError):
         return None

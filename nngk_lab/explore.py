@@ -172,23 +172,23 @@ def test_time_sweep(emb: Embeddings, sigmas, ks, cache_path=None) -> dict:
     return cached(cache_path, compute, {"inputs": key})
 
 
-def training_sigma_sweep(sigmas, epochs: int, sweep_dir, device="cpu", progress: bool = True,
-                         **config) -> dict:
+def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
     """Short trainings at several sigmas (one run folder each, reused when finished):
     for each, the test accuracy with the training sigma and K, and the held-out Recall@1.
 
-    ``config`` holds further :func:`nngk_lab.train.make_config` settings.
+    ``config`` holds the other :func:`nngk_lab.train.make_config` settings (e.g. ``max_epochs``).
     """
     sweep_dir = Path(sweep_dir)
     rows = []
     for sigma in sigmas:
         run_dir = sweep_dir / f"sigma_{float(sigma):g}"
-        run = train_or_load(run_dir, device, sigma=float(sigma), max_epochs=epochs, progress=progress, **config)
+        run = train_or_load(run_dir, device, **{**config, "sigma": float(sigma)})
         emb = run_embeddings(run_dir, device, run)
-        rows.append({"sigma": float(sigma), "accuracy": test_accuracy(emb, emb.sigma, emb.num_neighbours),
+        rows.append({"sigma": float(sigma), "epochs": len(run.history), "accuracy": test_accuracy(emb, emb.sigma, emb.num_neighbours),
                      "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels)})
     return {"sigmas": [r["sigma"] for r in rows], "accuracy": [r["accuracy"] for r in rows],
-            "heldout_recall_at_1": [r["heldout_recall_at_1"] for r in rows], "epochs": epochs}
+            "heldout_recall_at_1": [r["heldout_recall_at_1"] for r in rows],
+            "epochs": [r["epochs"] for r in rows]}
 
 
 # --------------------------------------------------------------------------- neighbours

@@ -32,9 +32,9 @@ class NotebookSettings:
     """Sizes of the notebooks' work. :func:`settings` picks the fast or the full ones."""
 
     fast: bool
-    epochs: int                          # notebook 2's training run
-    sweep_sigmas: tuple[float, ...]      # notebook 3: one short training per sigma
-    sweep_epochs: int
+    training: dict                       # notebook 2's run: make_config settings
+    sweep_sigmas: tuple[float, ...]      # notebook 3: one short training per sigma ...
+    sweep_training: dict                 # ... with these settings
     test_sigmas: tuple[float, ...]       # notebook 3: test-time sigma grid
     test_ks: tuple[int, ...]             # notebook 3: test-time K values
     umap_epochs: int | None              # notebook 4: None = umap-learn's default
@@ -60,13 +60,16 @@ def _log_grid(low: float, high: float, n: int) -> tuple[float, ...]:
 
 
 def settings(fast: bool | None = None) -> NotebookSettings:
-    """The notebooks' settings: full (what a student runs) or fast (``NNGK_FAST=1``)."""
+    """The notebooks' settings: full (what a student runs) or fast (``NNGK_FAST=1``:
+    2 epochs on 16x16 inputs, small sweeps, short UMAP optimisation)."""
     fast = fast_mode() if fast is None else fast
     if fast:
-        return NotebookSettings(fast=True, epochs=2, sweep_sigmas=(0.3, 3.0), sweep_epochs=1,
+        return NotebookSettings(fast=True, training=dict(max_epochs=2, input_size=16), sweep_sigmas=(0.3, 3.0),
+                                sweep_training=dict(max_epochs=1, input_size=16),
                                 test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
                                 umap_epochs=50, run_suffix="-fast")
-    return NotebookSettings(fast=False, epochs=15, sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0), sweep_epochs=4,
+    return NotebookSettings(fast=False, training=dict(max_epochs=15), sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0),
+                            sweep_training=dict(max_epochs=4),
                             test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
                             umap_epochs=None, run_suffix="")
 
@@ -160,7 +163,7 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
     result = train(make_config(save_dir=str(save_dir), device=str(device), **config), resume=checkpoint.exists())
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt(f"training interrupted; run this cell again to resume from {save_dir}")
-    print(f"Trained {len(result.history)} epochs in {result.evaluation.get('minutes', 0) * 60:.0f} s; "
+    print(f"Trained {len(result.history)} epoch(s) in {result.evaluation.get('minutes', 0) * 60:.0f} s; "
           f"saved in {save_dir}.")
     return load_run(save_dir, device)
 

@@ -187,7 +187,7 @@ def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.
 
     fig = Figure(figsize=(10, 4.3), layout="constrained")
     ax, bar_ax = fig.subplots(1, 2, width_ratios=[1.6, 1])
-    ax.imshow(shade.reshape(resolution, resolution, 4), origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]),
+    ax.imshow(shade.reshape(resolution, resolution, 4), origin="lower", extent=(float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1])),
               interpolation="bilinear", aspect="auto")
     ax.scatter(centres[:, 0], centres[:, 1], c=colours[labels.numpy()], s=22, edgecolors="white", linewidths=0.5)
     nb = query_neighbours(query.double(), centres, labels, k, sigma, log_weights)
@@ -225,7 +225,7 @@ def toy_sigma_maps(centres: torch.Tensor, labels: torch.Tensor, sigmas: Sequence
     for ax, sigma in zip(np.atleast_1d(fig.subplots(1, len(sigmas))), sigmas):
         probs = kernel_probabilities(grid, centres, labels, sigma, k, num_classes)
         rgb = (probs.numpy() @ colours[:, :3]).reshape(resolution, resolution, 3)
-        ax.imshow(0.45 + 0.55 * rgb, origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), aspect="auto")
+        ax.imshow((0.45 + 0.55 * rgb).clip(0, 1), origin="lower", extent=(float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1])), aspect="auto")
         ax.scatter(centres[:, 0], centres[:, 1], c=colours[labels.numpy()], s=12, edgecolors="black",
                    linewidths=0.4)
         ax.set_title(f"sigma = {sigma:g}", fontsize=10)
@@ -244,6 +244,8 @@ def training_curves(history: Sequence[dict]) -> Figure:
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
+    from matplotlib.ticker import MaxNLocator
+
     loss_ax.plot(epochs, [h["loss"] for h in history], "o-")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("mean -log p(y | x)")
@@ -259,6 +261,8 @@ def training_curves(history: Sequence[dict]) -> Figure:
     acc_ax.set_ylim(0, 1.02)
     acc_ax.set_title("accuracy", fontsize=10)
     acc_ax.legend(fontsize=8, loc="lower right")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -287,9 +291,12 @@ def sigma_sweep_figure(test_sweep: dict, training_sweep: dict | None = None) -> 
         ax.plot(training_sweep["sigmas"], training_sweep["accuracy"], "o-", label="test accuracy")
         ax.plot(training_sweep["sigmas"], training_sweep["heldout_recall_at_1"], "s--", label="held-out Recall@1")
         ax.set_xscale("log")
+        ax.set_xticks(training_sweep["sigmas"], [f"{s:g}" for s in training_sweep["sigmas"]], minor=False)
+        ax.set_xticks([], minor=True)
         ax.set_xlabel("sigma used in training (and testing)")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"one short training per sigma ({training_sweep['epochs']} epochs)", fontsize=10)
+        epochs = sorted(set(training_sweep["epochs"]))
+        ax.set_title(f"one short training per sigma ({'/'.join(map(str, epochs))} epochs)", fontsize=10)
         ax.legend(fontsize=8, loc="lower left")
     return fig
 
