@@ -17,12 +17,13 @@ from tqdm.auto import tqdm
 from .bank import FeatureBank, embed, nearest_neighbours
 from .data import ImageSamples, build_transforms, export_digits, load_rgb, scan_image_folder, split_samples
 from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
-from .loss import kernel_log_probs, neighbour_logits
+from .loss import class_log_probs, kernel_log_probs, neighbour_logits
 from .models import build_model
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
 from .train import LoadedRun, TrainConfig, load_run
 
 EMBED_BATCH = 256
+SORTED_NEIGHBOURS = 1000  # test-image neighbour lists kept per Embeddings (memory: Q x this)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -49,9 +50,21 @@ class Embeddings:
     test_paths: list[str] = field(repr=False)
     heldout_paths: list[str] = field(repr=False)
 
+    _sorted_test: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
+
     @property
     def bank(self) -> FeatureBank:
         return FeatureBank(self.train, self.train_labels)
+
+    def sorted_test_neighbours(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each test image's nearest centres, ``(sq_dists, indices)``, each (Q, min(N,
+        SORTED_NEIGHBOURS)), found once: any (sigma, K) with K up to that width is then a
+        slice, which keeps the explorer's sliders instant."""
+        if self._sorted_test is None:
+            width = min(len(self.train), SORTED_NEIGHBOURS)
+            self._sorted_test = nearest_neighbours(self.test, self.train, width) if len(self.test) \
+                else (torch.empty(0, width), torch.empty(0, width, dtype=torch.long))
+        return self._sorted_test
 
 
 def run_split(config: TrainConfig, num_trained: int):
@@ -126,11 +139,22 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
 
 def classify(emb: Embeddings, sigma: float, k: int, queries: torch.Tensor | None = None) -> torch.Tensor:
     """Class probabilities (Q, num_trained) of the kernel classifier with this sigma and K,
-    for ``queries`` (default: the test images), against the run's bank and kernel weights."""
-    queries = emb.test if queries is None else queries
+    for ``queries`` (default: the test images), against the run's bank and kernel weights.
+
+    For the test images the neighbour lists found once by
+    :meth:`Embeddings.sorted_test_neighbours` are reused; other queries (or a K beyond
+    those lists) go through :func:`nngk_lab.evaluate.kernel_predict_log_probs`.
+    """
+    k = min(int(k), len(emb.train))
+    if queries is None:
+        sq_dists, idx = emb.sorted_test_neighbours()
+        if k <= idx.shape[1]:
+            logits = emb.log_weights[idx[:, :k]] - sq_dists[:, :k] / (2.0 * float(sigma) ** 2)
+            return class_log_probs(logits, emb.train_labels[idx[:, :k]], emb.num_trained).exp()
+        queries = emb.test
     if queries.shape[0] == 0:
         return torch.empty(0, emb.num_trained)
-    log_probs = kernel_predict_log_probs(queries, emb.bank, emb.log_weights, float(sigma), int(k), emb.num_trained)
+    log_probs = kernel_predict_log_probs(queries, emb.bank, emb.log_weights, float(sigma), k, emb.num_trained)
     return log_probs.exp()
 
 

@@ -37,7 +37,7 @@ class NotebookSettings:
     sweep_training: dict                 # ... with these settings
     test_sigmas: tuple[float, ...]       # notebook 3: test-time sigma grid
     test_ks: tuple[int, ...]             # notebook 3: test-time K values
-    umap_epochs: int | None              # notebook 4: None = umap-learn's default
+    umap_epochs: int | None              # notebook 4: None = umap-learn's default (500 here)
     run_suffix: str
 
     @property
@@ -69,9 +69,9 @@ def settings(fast: bool | None = None) -> NotebookSettings:
                                 test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
                                 umap_epochs=50, run_suffix="-fast")
     return NotebookSettings(fast=False, training=dict(max_epochs=15), sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0),
-                            sweep_training=dict(max_epochs=4),
+                            sweep_training=dict(max_epochs=3),
                             test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
-                            umap_epochs=None, run_suffix="")
+                            umap_epochs=200, run_suffix="")
 
 
 def project_root(start: Path | None = None) -> Path | None:

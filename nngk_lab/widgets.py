@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import torch
 
-from .explore import GALLERY_SOURCES, Embeddings, classify, gallery_row, test_accuracy
+from .evaluate import accuracy
+from .explore import GALLERY_SOURCES, SORTED_NEIGHBOURS, Embeddings, classify, gallery_row
 from .viz import figure_png, neighbour_gallery, probability_bars
 
 
@@ -42,9 +43,9 @@ def sigma_view(emb: Embeddings, sigma: float, k: int, query: int) -> SigmaView:
     accuracy of the kernel classifier with this sigma and K (embeddings stay fixed)."""
     if not 0 <= query < emb.test.shape[0]:
         raise IndexError(f"query {query} is out of range: there are {emb.test.shape[0]} test images")
-    probs = classify(emb, sigma, k, emb.test[query:query + 1])[0]
-    return SigmaView(float(sigma), int(k), int(query), probs, int(emb.test_labels[query]), int(probs.argmax()),
-                     test_accuracy(emb, sigma, k))
+    probs = classify(emb, sigma, k)  # every test image: the accuracy needs them all
+    return SigmaView(float(sigma), int(k), int(query), probs[query], int(emb.test_labels[query]),
+                     int(probs[query].argmax()), accuracy(probs.argmax(1), emb.test_labels))
 
 
 class SigmaExplorer:
@@ -56,11 +57,14 @@ class SigmaExplorer:
         self.emb = emb
         sigma = emb.sigma if sigma is None else sigma
         low, high = sigma_range or (emb.sigma / 20, emb.sigma * 5)
+        # Updates on release: a drag would queue a redraw per pixel on a slow machine.
         self.sigma = widgets.FloatSlider(value=sigma, min=low, max=high, step=low, description="sigma",
-                                         readout_format=".2f", continuous_update=True)
-        self.k = widgets.IntSlider(value=min(k or emb.num_neighbours, len(emb.train)), min=1, max=len(emb.train),
-                                   description="K", continuous_update=True)
-        self.query = widgets.IntSlider(value=query, min=0, max=emb.test.shape[0] - 1, description="query")
+                                         readout_format=".2f", continuous_update=False)
+        k_max = min(len(emb.train), SORTED_NEIGHBOURS)
+        self.k = widgets.IntSlider(value=min(k or emb.num_neighbours, k_max), min=1, max=k_max,
+                                   description="K", continuous_update=False)
+        self.query = widgets.IntSlider(value=query, min=0, max=emb.test.shape[0] - 1, description="query",
+                                       continuous_update=False)
         self.text = widgets.HTML()
         self.plot = widgets.Image(format="png")
         for control in (self.sigma, self.k, self.query):
@@ -114,7 +118,8 @@ class GalleryExplorer:
         self.sigma_value = emb.sigma if sigma is None else sigma
         options = [(self.SOURCE_LABELS[s], s) for s in GALLERY_SOURCES if self._size(s) > 0]
         self.source = widgets.Dropdown(options=options, value=source, description="set")
-        self.query = widgets.IntSlider(value=query, min=0, max=self._size(source) - 1, description="query")
+        self.query = widgets.IntSlider(value=query, min=0, max=self._size(source) - 1, description="query",
+                                       continuous_update=False)
         self.text = widgets.HTML()
         self.plot = widgets.Image(format="png")
         self.source.observe(self._source_changed, names="value")

@@ -8,14 +8,14 @@ from notebook_fixtures import make_embeddings, naive_kernel_probs
 
 
 @pytest.fixture
-def emb(tmp_path):
-    return make_embeddings(tmp_path, seed=int(torch.randint(0, 10_000, ())))
+def emb(tmp_path, seed):
+    return make_embeddings(tmp_path, seed=seed)
 
 
 @pytest.mark.parametrize("sigma", [1e-3, 0.3, 1.0, 50.0])
 @pytest.mark.parametrize("k", [1, 4, 30])
-def test_kernel_probabilities_match_naive(sigma, k):
-    g = torch.Generator().manual_seed(int(torch.randint(0, 10_000, ())))
+def test_kernel_probabilities_match_naive(sigma, k, seed):
+    g = torch.Generator().manual_seed(seed)
     centres = 3 * torch.randn(30, 2, generator=g, dtype=torch.float64)
     labels = torch.randint(0, 3, (30,), generator=g)
     log_w = torch.randn(30, generator=g, dtype=torch.float64)
@@ -100,3 +100,12 @@ def test_toy_problem_is_seeded():
     b, lb = explore.toy_problem(num_classes=4, per_class=5, seed=3)
     assert a.shape == (20, 2) and torch.equal(a, b) and torch.equal(la, lb)
     assert torch.bincount(la).tolist() == [5] * 4
+
+
+def test_classify_reuses_sorted_neighbours_and_falls_back_beyond_them(tmp_path, seed, monkeypatch):
+    monkeypatch.setattr(explore, "SORTED_NEIGHBOURS", 8)
+    emb = make_embeddings(tmp_path, seed=seed)
+    assert emb.sorted_test_neighbours()[1].shape == (len(emb.test), 8)
+    for k in (3, 8, 20):  # 20 > 8: through kernel_predict_log_probs
+        torch.testing.assert_close(explore.classify(emb, 0.6, k), explore.classify(emb, 0.6, k, emb.test),
+                                   atol=1e-5, rtol=1e-4)

@@ -9,8 +9,8 @@ from notebook_fixtures import make_embeddings, naive_kernel_probs
 
 
 @pytest.fixture
-def emb(tmp_path):
-    return make_embeddings(tmp_path, seed=int(torch.randint(0, 10_000, ())))
+def emb(tmp_path, seed):
+    return make_embeddings(tmp_path, seed=seed)
 
 
 def test_sigma_view_matches_naive(emb):
