@@ -37,7 +37,10 @@ def notebook_env(tmp_path_factory):
     """Fast mode, a fresh runs folder and data folder, and this checkout on the kernel's path."""
     tmp = tmp_path_factory.mktemp("notebooks")
     saved = dict(os.environ)
+    # OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning, which on a
+    # shared machine made 2-thread training several times slower than 1 thread.
     os.environ.update(NNGK_FAST="1", NNGK_RUNS=str(tmp / "runs"), NNGK_DATA=str(tmp / "data"), MPLBACKEND="Agg",
+                      OMP_WAIT_POLICY="PASSIVE",
                       PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     yield tmp
     os.environ.clear()
