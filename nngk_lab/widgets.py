@@ -13,8 +13,18 @@ import ipywidgets as widgets
 import torch
 
 from .evaluate import accuracy
-from .explore import GALLERY_SOURCES, SORTED_NEIGHBOURS, Embeddings, classify, gallery_row
+from .explore import GALLERY_SOURCES, SORTED_NEIGHBOURS, Embeddings, classify, gallery_row, worst_failures
 from .viz import figure_png, neighbour_gallery, probability_bars
+
+
+PLOT_DPI = 80
+GALLERY_DPI = 90
+
+
+def show_png(image: widgets.Image, fig) -> None:
+    """Put a figure into an Image widget at its natural size (not stretched to the cell)."""
+    image.value = figure_png(fig, dpi=PLOT_DPI)
+    image.layout.width = f"{int(fig.get_figwidth() * PLOT_DPI)}px"
 
 
 @dataclass
@@ -52,11 +62,13 @@ class SigmaExplorer:
     """Sliders for sigma, K and the query; shows the query's class probabilities as bars
     and the test accuracy as text, recomputed on every move from cached embeddings."""
 
-    def __init__(self, emb: Embeddings, sigma: float | None = None, k: int | None = None, query: int = 0,
+    def __init__(self, emb: Embeddings, sigma: float | None = None, k: int | None = None, query: int | None = None,
                  sigma_range: tuple[float, float] | None = None):
         self.emb = emb
         sigma = emb.sigma if sigma is None else sigma
-        low, high = sigma_range or (emb.sigma / 20, emb.sigma * 5)
+        if query is None:  # start on the hardest test image: its bars move the most
+            query = worst_failures(emb, sigma, k or emb.num_neighbours, n=1)[0]
+        low, high = sigma_range or (emb.sigma / 20, emb.sigma * 50)
         # Updates on release: a drag would queue a redraw per pixel on a slow machine.
         self.sigma = widgets.FloatSlider(value=sigma, min=low, max=high, step=low, description="sigma",
                                          readout_format=".2f", continuous_update=False)
@@ -82,7 +94,7 @@ class SigmaExplorer:
         self.text.value = self.view.html(self.emb.class_names)
         fig = probability_bars(self.view.probabilities, self.emb.class_names[:self.emb.num_trained],
                                self.view.true_label, title=f"p(class | query {self.view.query})")
-        self.plot.value = figure_png(fig)
+        show_png(self.plot, fig)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -94,6 +106,7 @@ class GalleryView:
 
     png: bytes
     summary: str
+    width: int  # pixels
 
 
 def gallery_view(emb: Embeddings, source: str, query: int, sigma: float, k: int = 8) -> GalleryView:
@@ -103,7 +116,8 @@ def gallery_view(emb: Embeddings, source: str, query: int, sigma: float, k: int 
     right = sum(row.correct)
     summary = (f"{source} query {query}: {right} of {len(row.correct)} nearest "
                f"{'centres' if source == 'test' else 'held-out images'} share its class")
-    return GalleryView(figure_png(neighbour_gallery([row]), dpi=90), summary)
+    fig = neighbour_gallery([row])
+    return GalleryView(figure_png(fig, dpi=GALLERY_DPI), summary, int(fig.get_figwidth() * GALLERY_DPI))
 
 
 class GalleryExplorer:
@@ -147,6 +161,7 @@ class GalleryExplorer:
         self.view = gallery_view(self.emb, self.source.value, self.query.value, self.sigma_value, self.k)
         self.text.value = self.view.summary
         self.plot.value = self.view.png
+        self.plot.layout.width = f"{self.view.width}px"
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

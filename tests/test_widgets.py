@@ -36,8 +36,16 @@ def test_sigma_explorer_sliders_update_text_and_plot(emb):
     assert explorer.text.value == explorer.view.html(emb.class_names)
     explorer.k.value = 1
     assert explorer.view.accuracy == explore.test_accuracy(emb, explorer.sigma.value, 1)
-    explorer.query.value = 5
-    assert explorer.view.query == 5 and f"query 5" in explorer.text.value
+    new_query = 5 if explorer.query.value != 5 else 6
+    explorer.query.value = new_query
+    assert explorer.view.query == new_query and f"query {new_query}" in explorer.text.value
+    assert explorer.plot.layout.width.endswith("px")
+
+
+def test_sigma_explorer_starts_on_the_hardest_test_image(emb):
+    explorer = widgets.SigmaExplorer(emb)
+    assert explorer.query.value == explore.worst_failures(emb, emb.sigma, emb.num_neighbours, n=1)[0]
+    assert explorer.sigma.min < emb.sigma < explorer.sigma.max
 
 
 def test_gallery_explorer_switches_sets(emb):
