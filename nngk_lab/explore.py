@@ -302,7 +302,7 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
     nb = query_neighbours(queries[index], centres, centre_labels, k, sigma, log_w, exclude)
     title = f"query: {emb.class_names[label]}"
     if source == "test":
-        probs = classify(emb, sigma, emb.num_neighbours, queries[index:index + 1])[0]
+        probs = classify(emb, sigma, emb.num_neighbours)[index]
         predicted = int(probs.argmax())
         title += f"\npredicted {emb.class_names[predicted]} (p={float(probs[predicted]):.2f})"
     captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2f}\nk={float(kv):.2g}"
