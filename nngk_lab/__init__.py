@@ -2,7 +2,7 @@
 kernels (Meyer, Harwood, Drummond, ICIP 2018), for notebooks and the command line.
 
 Modules, in the order data flows: ``data`` -> ``models`` -> ``bank`` + ``loss`` ->
-``train`` -> ``evaluate``.
+``train`` -> ``evaluate`` -> ``compare``.
 """
 
 __version__ = "0.1.0"

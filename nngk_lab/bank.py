@@ -10,9 +10,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save, safe_load
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 CPU_SEARCH_BUDGET_BYTES = 256 * 2**20
+SEARCH_BACKENDS = ("torch", "faiss")
 
 
 def _auto_chunk_rows(num_centres: int, device: torch.device) -> int:
@@ -27,7 +28,7 @@ def _auto_chunk_rows(num_centres: int, device: torch.device) -> int:
 
 @torch.no_grad()
 def nearest_neighbours(queries: torch.Tensor, centres: torch.Tensor, k: int, exclude_self: bool = False,
-                       chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       chunk_size: int | None = None, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest centres of each query by squared Euclidean distance.
 
     Queries are processed ``chunk_size`` rows at a time (chosen from a memory budget when
@@ -35,6 +36,11 @@ def nearest_neighbours(queries: torch.Tensor, centres: torch.Tensor, k: int, exc
     bounded: never an N x N matrix. ``exclude_self=True`` when the queries *are* the
     centres (row i never returns centre i). Returns ``(sq_dists, indices)``, each
     (Q, k), sorted nearest first. Ties may be returned in any order.
+
+    ``backend="faiss"`` hands the search to faiss's exact ``IndexFlatL2`` on the CPU
+    (``pip install faiss-cpu``; results come back on the centres' device).
+    ``"torch"``, the default, was faster on the CPUs measured in docs/performance.md
+    and runs on any device.
     """
     if queries.dim() != 2 or centres.dim() != 2 or queries.shape[1] != centres.shape[1]:
         raise ValueError(f"queries {tuple(queries.shape)} and centres {tuple(centres.shape)} "
@@ -45,6 +51,10 @@ def nearest_neighbours(queries: torch.Tensor, centres: torch.Tensor, k: int, exc
     available = num_c - 1 if exclude_self else num_c
     if not 1 <= k <= available:
         raise ValueError(f"k = {k} neighbours asked for, but only {available} centres are available")
+    if backend == "faiss":
+        return _faiss_search(queries, centres, k, exclude_self)
+    if backend != "torch":
+        raise ConfigError(f"search backend {backend!r} is not one of {', '.join(SEARCH_BACKENDS)}")
     rows = chunk_size or _auto_chunk_rows(num_c, centres.device)
     centre_sq = centres.square().sum(1)
     out_d = torch.empty(num_q, k, dtype=centres.dtype, device=centres.device)
@@ -60,6 +70,28 @@ def nearest_neighbours(queries: torch.Tensor, centres: torch.Tensor, k: int, exc
         out_d[start:start + rows] = (d + q.square().sum(1, keepdim=True)).clamp_min_(0.0)
         out_i[start:start + rows] = i
     return out_d, out_i
+
+
+def _faiss_search(queries: torch.Tensor, centres: torch.Tensor, k: int,
+                  exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        import faiss
+    except ImportError as e:
+        raise ConfigError("the faiss search backend needs faiss: pip install faiss-cpu "
+                          "(or use backend='torch', which needs nothing more)") from e
+    index = faiss.IndexFlatL2(centres.shape[1])
+    index.add(centres.detach().float().cpu().contiguous().numpy())
+    # One extra neighbour when excluding self; a row's own index need not be among the
+    # k + 1 (exact duplicates tie with it), and then the farthest one is dropped instead.
+    extra = int(exclude_self)
+    d, i = index.search(queries.detach().float().cpu().contiguous().numpy(), k + extra)
+    d, i = torch.from_numpy(d), torch.from_numpy(i)
+    if exclude_self:
+        keep = i != torch.arange(i.shape[0]).unsqueeze(1)
+        keep[keep.all(dim=1), -1] = False
+        d, i = d[keep].view(-1, k), i[keep].view(-1, k)
+    device = centres.device
+    return d.clamp_min_(0.0).to(device), i.to(device)
 
 
 @torch.no_grad()
@@ -126,9 +158,10 @@ class FeatureBank:
         bank.update_neighbours(num_neighbours, chunk_size)
         return bank
 
-    def update_neighbours(self, num_neighbours: int, chunk_size: int | None = None) -> None:
+    def update_neighbours(self, num_neighbours: int, chunk_size: int | None = None,
+                          backend: str = "torch") -> None:
         _, self.neighbours = nearest_neighbours(self.features, self.features, num_neighbours,
-                                                exclude_self=True, chunk_size=chunk_size)
+                                                exclude_self=True, chunk_size=chunk_size, backend=backend)
 
     def to(self, device) -> "FeatureBank":
         nb = None if self.neighbours is None else self.neighbours.to(device)

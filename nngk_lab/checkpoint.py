@@ -98,11 +98,12 @@ def safe_load(path, expected_kind: str | None = None, map_location="cpu", requir
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path} is not a nngk_lab checkpoint: it holds Python objects other than "
-                              "tensors, numbers and strings, and nngk_lab never loads files that could run "
-                              "code") from e
     except Exception as e:  # torch raises many types for truncated or foreign files
+        # torch's weights-only unpickler names the global it refused; garbage bytes give other errors.
+        if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e):
+            raise CheckpointError(f"{path} is not a nngk_lab checkpoint: it holds Python objects other than "
+                                  "tensors, numbers and strings, and nngk_lab never loads files that could run "
+                                  "code") from e
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise CheckpointError(f"checkpoint {path} cannot be read (truncated, corrupt or not a "
                               f"nngk_lab file): {reason}") from e

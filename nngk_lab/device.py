@@ -76,5 +76,11 @@ def resolve_device(device: str | None = None, gpu_id: int | None = None) -> torc
 
 
 def default_workers() -> int:
-    """Loader worker processes: one core is left for the training process itself."""
-    return min(4, available_cores() - 1)
+    """Loader worker processes: every core but the one the training process needs.
+
+    On two cores or fewer none: loading in the main process was faster than one worker
+    there (bench/bench_step.py). On the 16-core GPU machine 15 workers fed ResNet18 1.6x
+    faster than 4 (bench/gpu_check.py, docs/performance.md).
+    """
+    cores = available_cores()
+    return 0 if cores <= 2 else cores - 1

@@ -26,6 +26,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+# neighbour_logits takes every query-centre dot product at once when N <= this x K. On 2
+# CPU cores the crossover with gathering the K neighbours was at N ~ 30 K for batch 32 and
+# N ~ 60-100 K for batch 128 (python -m bench.bench_loss, docs/performance.md).
+DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR = 30
+
 
 def _check_sigma(sigma: float) -> None:
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
@@ -49,15 +54,19 @@ def neighbour_logits(features: torch.Tensor, centres: torch.Tensor, neighbours: 
     if neighbours.dim() != 2 or neighbours.shape[0] != features.shape[0]:
         raise ValueError(f"neighbours {tuple(neighbours.shape)} must be (B, K) with B = {features.shape[0]}")
     batch, k = neighbours.shape
-    # (B, K, D): the memory floor of the method. index_select beats advanced indexing here.
-    gathered = centres.detach().index_select(0, neighbours.reshape(-1)).view(batch, k, -1)
-    if centre_sq_norms is None:
-        c_sq = gathered.square().sum(-1)
+    centres = centres.detach()
+    # ||x - c||^2 = ||x||^2 + ||c||^2 - 2 x.c: only the dot products x.c need the centres.
+    if centres.shape[0] <= DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR * k:
+        # All B x N dot products in one matrix product, then the K needed: when N is within
+        # a few dozen K this beats gathering (B, K, D) centres (bench/bench_loss.py).
+        cross = (features @ centres.T).gather(1, neighbours)
+        c_sq = (centres.square().sum(1) if centre_sq_norms is None else centre_sq_norms.detach())[neighbours]
     else:
-        c_sq = centre_sq_norms.detach()[neighbours]
-    # ||x - c||^2 = ||x||^2 + ||c||^2 - 2 x.c reads the gathered centres once forward and
-    # once backward, instead of materialising and differentiating (B, K, D) differences.
-    cross = torch.bmm(gathered, features.unsqueeze(-1)).squeeze(-1)
+        # (B, K, D) gathered centres, read once forward and once backward (no (B, K, D)
+        # differences are materialised or differentiated). index_select beats advanced indexing.
+        gathered = centres.index_select(0, neighbours.reshape(-1)).view(batch, k, -1)
+        c_sq = gathered.square().sum(-1) if centre_sq_norms is None else centre_sq_norms.detach()[neighbours]
+        cross = torch.bmm(gathered, features.unsqueeze(-1)).squeeze(-1)
     sq_dists = (features.square().sum(-1, keepdim=True) + c_sq - 2.0 * cross).clamp_min(0.0)
     return log_weights[neighbours] - sq_dists / (2.0 * sigma * sigma)
 
@@ -71,7 +80,10 @@ def class_log_probs(logits: torch.Tensor, neighbour_labels: torch.Tensor, num_cl
     """
     if neighbour_labels.shape != logits.shape:
         raise ValueError(f"neighbour labels {tuple(neighbour_labels.shape)} must match logits {tuple(logits.shape)}")
-    if neighbour_labels.numel() and int(neighbour_labels.max()) >= num_classes:
+    # Checked on the CPU only: on a GPU the check would make every training step wait for
+    # the device; there an out-of-range label trips scatter's own device-side assertion.
+    if neighbour_labels.device.type == "cpu" and neighbour_labels.numel() \
+            and int(neighbour_labels.max()) >= num_classes:
         raise ValueError(f"a neighbour has label {int(neighbour_labels.max())} but num_classes is {num_classes}")
     batch = logits.shape[0]
     neg_inf = torch.full((batch, num_classes), -math.inf, dtype=logits.dtype, device=logits.device)

@@ -39,7 +39,7 @@ from .checkpoint import atomic_save, atomic_write_text, remove_temp_files, safe_
 from .data import DataSplit, ImageSamples, build_transforms, export_digits, scan_image_folder, split_samples
 from .device import available_cores, default_workers, resolve_device
 from .errors import CheckpointError, ConfigError, NNGKError, NonFiniteLossError, ResourceError
-from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
+from .evaluate import classification_metrics
 from .loss import KernelWeights, class_log_probs, kernel_nll
 from .models import MODEL_NAMES, build_model
 
@@ -270,6 +270,15 @@ def _build_parts(config: TrainConfig, num_classes: int, num_train: int, device: 
     return model, kernel_weights, head, torch.optim.Adam(groups)
 
 
+def build_initial_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device):
+    """The network, kernel weights or softmax head, and optimiser exactly as a run with
+    ``config`` starts: torch's global generator is seeded with ``config.seed`` first, so
+    :func:`train` and the untrained baseline of :mod:`nngk_lab.evaluate` get the same
+    initial weights."""
+    torch.manual_seed(config.seed)
+    return _build_parts(config, num_classes, num_train, device)
+
+
 def _config_from_dict(d: dict) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
@@ -330,17 +339,10 @@ def _evaluate_test(config, model, bank, kernel_weights, head, split, device) -> 
     _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
     test_loader = _loader(ImageSamples(split.test, eval_tf), config, device)
     queries, labels = embed(model, test_loader, device, config.progress, desc="embedding test images")
-    log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None \
-        else torch.zeros(len(bank), device=device)
-    log_probs = kernel_predict_log_probs(queries, bank, log_weights, config.sigma,
-                                         config.num_neighbours, split.num_trained)
-    result = {"num_test_images": len(split.test),
-              "kernel_accuracy": accuracy(log_probs.argmax(1), labels),
-              "nearest_neighbour_accuracy": accuracy(nearest_neighbour_predict(queries, bank), labels)}
-    if head is not None:
-        with torch.no_grad():
-            result["softmax_accuracy"] = accuracy(head(queries).argmax(1), labels)
-    return result
+    log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None else None
+    return {"num_test_images": len(split.test),
+            **classification_metrics(queries, labels, bank, log_weights, config.sigma, config.num_neighbours,
+                                     split.num_trained, head)}
 
 
 def _resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
@@ -396,7 +398,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
 def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_from: Path | None) -> TrainResult:
     torch.set_num_threads(available_cores())
-    torch.manual_seed(config.seed)
 
     state = safe_load(resume_from, CHECKPOINT_KIND, required=STATE_KEYS) if resume_from else None
     if state is not None:
@@ -422,7 +423,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     train_tf, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
     train_set = ImageSamples(split.train, train_tf, seed=config.seed)
     bank_loader = _loader(ImageSamples(split.train, eval_tf), config, device)
-    model, kernel_weights, head, optimiser = _build_parts(config, split.num_trained, num_train, device)
+    model, kernel_weights, head, optimiser = build_initial_parts(config, split.num_trained, num_train, device)
     k_train = min(config.num_neighbours, num_train - 1)
 
     epoch, step, history, bank, elapsed = 0, 0, [], None, 0.0

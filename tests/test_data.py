@@ -1,6 +1,7 @@
 """nngk_lab.data: scanning class-folder trees, splits, the exported digits, transforms, image loading."""
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -231,5 +232,7 @@ def test_data_command_line_info_and_error(messy_tree, tmp_path, capsys):
     main(["--info", str(messy_tree)])
     out = capsys.readouterr().out.splitlines()
     assert out == ["ant\t3", "class_10\t1", "class_2\t1", "zebra\t2", "4 classes, 7 images"]
-    with pytest.raises(SystemExit, match="^error: data folder .* does not exist$"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--info", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    assert re.fullmatch(r"error: data folder .* does not exist\n", capsys.readouterr().err)

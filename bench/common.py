@@ -1,0 +1,222 @@
+"""What every benchmark shares: timing, peak memory, the machine's description, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from typing import Callable
+
+import torch
+
+from nngk_lab.device import available_cores
+
+
+def synchronise(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_times(fns: dict[str, Callable[[], object]], repeat: int = 3, warmup: int = 1,
+               device: torch.device | str = "cpu") -> dict[str, float]:
+    """Best wall time in seconds of each function over ``repeat`` runs.
+
+    The functions take turns (round-robin), so load from other processes on a shared
+    machine hits each about equally and ratios between them stay meaningful; the best
+    of the runs is the one least disturbed by that load.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronise(device)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronise(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def current_rss_bytes() -> int:
+    """Resident memory of this process now (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def peak_rss_bytes() -> int:
+    """Highest resident memory this process has had (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def available_memory_bytes() -> int:
+    """Memory available to new allocations on Linux (MemAvailable), else 0."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_summary(device: torch.device | str = "cpu") -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        where = f"GPU {torch.cuda.get_device_name(device)}"
+    else:
+        where = f"CPU {cpu_name()}, {available_cores()} cores usable, {torch.get_num_threads()} torch threads"
+    return f"{where}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A plain-text table with one line per row; floats get 4 significant digits."""
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[j]) for r in cells]) for j, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def chunked_matmul(queries: torch.Tensor, centres: torch.Tensor, rows: int) -> None:
+    """The matrix products of ``nearest_neighbours``, chunk by chunk, without its top-k:
+    the least a search by matrix products can cost."""
+    centre_sq = centres.square().sum(1)
+    block = torch.empty(min(rows, queries.shape[0]), centres.shape[0], device=centres.device)
+    for start in range(0, queries.shape[0], rows):
+        q = queries[start:start + rows]
+        torch.addmm(centre_sq.unsqueeze(0), q, centres.T, beta=1.0, alpha=-2.0, out=block[:q.shape[0]])
+
+
+def mean_time(fn: Callable[[], object], runs: int, device: torch.device | str, warmup: int = 2) -> float:
+    """Mean seconds per call of ``fn`` run back to back (one synchronisation at the end),
+    which is how a GPU runs a training loop: the host queues work ahead of the device."""
+    for _ in range(warmup):
+        fn()
+    synchronise(device)
+    start = time.perf_counter()
+    for _ in range(runs):
+        fn()
+    synchronise(device)
+    return (time.perf_counter() - start) / runs
+
+
+def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size: int, num_classes: int,
+                        k: int, sigma: float, amp: bool = False, seed: int = 0) -> dict[str, Callable[[], None]]:
+    """Callables that run one part of a training step as ``nngk_lab.train`` does it, on
+    fixed inputs and a random bank (values do not change the cost), for timing.
+
+    Keys: ``backbone`` (forward + backward), ``{nngk,softmax}_loss`` (forward + backward
+    on fixed features, with the running-accuracy prediction), ``{nngk,softmax}_optimiser``
+    and ``{nngk,softmax}_step`` (forward, loss, zero_grad, backward, optimiser step, and the
+    running sums of loss and accuracy kept on the device).
+    """
+    from torch import nn
+
+    from nngk_lab.loss import KernelWeights, class_log_probs, kernel_nll
+
+    device = images.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    batch, dim = images.shape[0], model.embedding_dim
+    centres = torch.randn(bank_size, dim, generator=g, device=device)
+    centre_labels = torch.randint(num_classes, (bank_size,), generator=g, device=device)
+    sq_norms = centres.square().sum(1)
+    neighbours = torch.randint(bank_size, (batch, k), generator=g, device=device)
+    labels = centre_labels[neighbours[:, 0]]
+    kernel_weights = KernelWeights(bank_size).to(device)
+    head = nn.Linear(dim, num_classes).to(device)
+    optimisers = {
+        "nngk": torch.optim.Adam([{"params": model.parameters()}, {"params": kernel_weights.parameters()}], lr=1e-7),
+        "softmax": torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-7)}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    model.train()
+
+    def nngk_loss(features):
+        out = kernel_nll(features, labels, centres, centre_labels, neighbours, kernel_weights.log_weights,
+                         sigma, sq_norms)
+        with torch.no_grad():
+            predictions = class_log_probs(out.logits.detach(), centre_labels[neighbours], num_classes).argmax(1)
+        return out.loss, out.present, predictions
+
+    def softmax_loss(features):
+        logits = head(features)
+        present = torch.ones_like(labels, dtype=torch.bool)
+        return nn.functional.cross_entropy(logits, labels), present, logits.argmax(1)
+
+    losses = {"nngk": nngk_loss, "softmax": softmax_loss}
+
+    def forward():
+        with autocast:
+            features = model(images)
+        return features.float()
+
+    def backbone():
+        model.zero_grad(set_to_none=True)
+        features = forward()
+        features.backward(torch.ones_like(features))
+
+    with torch.no_grad():
+        fixed = forward()
+
+    def loss_part(name):
+        def run():
+            optimisers[name].zero_grad(set_to_none=True)
+            losses[name](fixed.clone().requires_grad_(True))[0].backward()
+        return run
+
+    sums = {key: torch.zeros((), device=device) for key in ("loss", "present", "absent", "correct")}
+
+    def step(name):
+        def run():
+            loss, present, predictions = losses[name](forward())
+            optimisers[name].zero_grad(set_to_none=True)
+            loss.backward()
+            optimisers[name].step()
+            n_present = present.sum()  # the running sums nngk_lab.train keeps on the device
+            sums["loss"] += loss.detach() * n_present
+            sums["present"] += n_present
+            sums["absent"] += labels.numel() - n_present
+            sums["correct"] += (predictions == labels).sum()
+        return run
+
+    def optimiser_part(name):
+        # Gradients of their own, so the other parts' zero_grad cannot leave it nothing to do.
+        grads = {p: torch.full_like(p, 1e-3) for group in optimisers[name].param_groups for p in group["params"]}
+
+        def run():
+            for p, grad in grads.items():
+                p.grad = grad
+            optimisers[name].step()
+        return run
+
+    parts = {"backbone": backbone}
+    for name in losses:
+        parts[f"{name}_loss"] = loss_part(name)
+        parts[f"{name}_optimiser"] = optimiser_part(name)
+        parts[f"{name}_step"] = step(name)
+    return parts

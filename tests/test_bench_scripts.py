@@ -1,0 +1,47 @@
+"""The benchmark scripts run (at tiny sizes) and print their tables; the GPU check's
+dry run passes its own correctness checks on the CPU."""
+
+import json
+
+from bench import bench_loss, bench_search, bench_step, gpu_check
+
+
+def test_gpu_check_dry_run_passes_and_writes_its_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert gpu_check.main(["--dry-run"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    parts = {r["part"] for r in rows}
+    assert {"correct", "loss", "step", "refresh", "search", "loader", "train"} <= parts
+    checks = [r["check"] for r in rows if r["check"]]
+    assert checks and all(c.startswith("ok") for c in checks), checks
+    table = (tmp_path / "gpu_check.txt").read_text()
+    assert "nngk step" in table and "matmul alone" in table
+    assert table in capsys.readouterr().out
+
+
+def test_loss_bench_prints_its_table_and_agrees_with_the_loop(capsys):
+    rows = bench_loss.main(["--quick", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "loop/ours" in out and "gather ms" in out
+    assert len(rows) == 2 and all(r["|loss diff|"] < 1e-5 for r in rows)
+    assert {r["path"] for r in rows} == {"matmul", "gather"}
+
+
+def test_search_bench_runs_in_a_fresh_process_and_its_methods_agree(capsys):
+    bench_search.main(["--quick", "--sizes", "600", "--methods", "nngk_lab"])
+    out = capsys.readouterr().out
+    assert "nngk_lab" in out and "same distances" in out and "DIFFERENT RESULT" not in out
+    # The other methods' children, run here to save starting more processes.
+    results = {m: bench_search.child(m, 500, 500, 7, 8) for m in ("nngk_lab", "full_matrix")}
+    if bench_search.faiss_installed():
+        results["faiss"] = bench_search.child("faiss", 500, 500, 7, 8)
+    sums = [r["dist_sum"] for r in results.values()]
+    assert all(r["first_ok"] for r in results.values())
+    assert max(sums) - min(sums) <= 1e-5 * max(sums)
+
+
+def test_step_bench_prints_both_tables(capsys):
+    bench_step.main(["--quick"])
+    out = capsys.readouterr().out
+    assert "images/s serial" in out and "vs softmax (every 5)" in out
+    assert "softmax" in out and "nngk" in out

@@ -1,0 +1,121 @@
+"""Comparing runs: table, figure and command line, on hand-written metrics files, and once
+from saved runs that have not been evaluated yet."""
+
+import json
+import os
+import random
+
+import pytest
+from matplotlib.figure import Figure
+
+from nngk_lab import compare
+from nngk_lab.errors import CheckpointError
+from nngk_lab.evaluate import METRICS_NAME
+from nngk_lab.train import make_config, train
+
+from tiny_runs import TINY, write_tree
+
+KEYS = [key for key, _ in compare.COLUMNS]
+
+
+def fake_metrics(save_dir, loss, rng):
+    """A metrics dict as evaluate_run writes it, with random values drawn fresh."""
+    def network():
+        return {key: round(rng.random(), 4) for key in KEYS}
+
+    return {"save_dir": str(save_dir), "loss": loss, "trained": network(), "untrained": network()}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    rng = random.Random()
+    runs = []
+    for name, loss in (("nngk", "nngk"), ("softmax", "softmax")):
+        metrics = fake_metrics(tmp_path / name, loss, rng)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / METRICS_NAME).write_text(json.dumps(metrics))
+        runs.append(metrics)
+    return runs
+
+
+def test_rows_hold_every_network_in_order(saved):
+    rows = compare.comparison_rows(saved)
+    assert [r[:2] for r in rows] == [["nngk", "nngk"], ["nngk (untrained)", "nngk"],
+                                     ["softmax", "softmax"], ["softmax (untrained)", "softmax"]]
+    for row, (metrics, network) in zip(rows, [(m, n) for m in saved for n in ("trained", "untrained")]):
+        assert row[2:] == [metrics[network][key] for key in KEYS]
+
+
+def test_tables_show_every_value(saved):
+    text = compare.comparison_table(saved)
+    markdown = compare.comparison_table(saved, markdown=True)
+    for metrics in saved:
+        for network in ("trained", "untrained"):
+            for value in metrics[network].values():
+                assert f"{value:.4f}" in text and f"{value:.4f}" in markdown
+    lines = markdown.splitlines()
+    assert lines[0].startswith("| run | loss | accuracy | R@1 |") and len(lines) == 2 + 4
+    assert all(line.count("|") == len(KEYS) + 3 for line in lines)
+
+
+def test_missing_metric_is_a_dash_and_no_bar(saved):
+    del saved[1]["trained"]["nmi"]
+    assert compare.comparison_rows(saved)[2][-1] is None
+    assert compare.comparison_table(saved, markdown=True).splitlines()[4].endswith("| - |")
+    compare.comparison_figure(saved)  # draws without the value
+
+
+def test_clashing_folder_names_use_whole_paths(saved, tmp_path):
+    twin = fake_metrics(tmp_path / "elsewhere" / "nngk", "nngk", random.Random())
+    assert compare.run_names([saved[0], twin]) == [saved[0]["save_dir"], twin["save_dir"]]
+
+
+def test_figure_has_a_bar_per_run_and_metric(saved):
+    fig = compare.comparison_figure(saved)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert len(ax.patches) == len(saved) * len(KEYS)
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == pytest.approx(sorted(m["trained"][k] for m in saved for k in KEYS))
+    assert [t.get_text() for t in ax.get_xticklabels()] == [title for _, title in compare.COLUMNS]
+
+
+def test_command_line_prints_table_and_saves_figure(saved, tmp_path, capsys):
+    out = tmp_path / "cmp.png"
+    dirs = [m["save_dir"] for m in saved]
+    assert compare.main([*dirs, "--out", str(out), "--markdown", "--no_progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| run |") and "softmax (untrained)" in printed
+    assert out.read_bytes().startswith(b"\x89PNG")
+    # a metrics.json path works as well as its folder
+    assert compare.main([str(tmp_path / "nngk" / METRICS_NAME), "--no_progress"]) == 0
+
+
+def test_unusable_paths_are_clear_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="neither"):
+        compare.load_metrics(tmp_path / "empty")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="not a metrics file"):
+        compare.load_metrics(tmp_path / "bad.json")
+    assert compare.main([str(tmp_path / "empty")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_compares_two_saved_runs_evaluating_them_first(tmp_path, capsys):
+    tree = write_tree(tmp_path / "tree")
+    dirs = []
+    for loss in ("nngk", "softmax"):
+        dirs.append(tmp_path / loss)
+        train(make_config(data_dir=str(tree), save_dir=str(dirs[-1]), loss=loss, max_epochs=1, **TINY))
+    assert compare.main([*map(str, dirs), "--out", str(tmp_path / "cmp.png"), "--no_progress"]) == 0
+    assert all((d / METRICS_NAME).is_file() for d in dirs)
+    first = (dirs[0] / METRICS_NAME).read_text()
+    # up to date: read back, not evaluated again; older than the checkpoint: evaluated again
+    assert compare.load_metrics(dirs[0]) == json.loads(first)
+    stamp = (dirs[0] / "checkpoint.pt").stat().st_mtime
+    os.utime(dirs[0] / METRICS_NAME, (stamp - 10, stamp - 10))
+    assert compare.load_metrics(dirs[0], progress=False) == json.loads(first)
+    assert (dirs[0] / METRICS_NAME).stat().st_mtime > stamp
+    table = capsys.readouterr().out
+    assert "nngk (untrained)" in table and "softmax (untrained)" in table
