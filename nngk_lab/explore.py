@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .bank import FeatureBank, embed, nearest_neighbours
 from .data import ImageSamples, build_transforms, export_digits, load_rgb, scan_image_folder, split_samples
-from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
+from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict, recall_at_k
 from .loss import class_log_probs, kernel_log_probs, neighbour_logits
 from .models import build_model
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
@@ -164,12 +164,11 @@ def test_accuracy(emb: Embeddings, sigma: float, k: int) -> float:
 
 
 def recall_at_1(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Recall@1 of retrieval among ``features``: the share of rows whose nearest other row
-    has the same label (e.g. the held-out classes' images)."""
+    """Recall@1 of retrieval among ``features`` (e.g. the held-out classes' images): the
+    share whose nearest other item has the same label (:func:`nngk_lab.evaluate.recall_at_k`)."""
     if features.shape[0] < 2:
         return float("nan")
-    _, idx = nearest_neighbours(features, features, 1, exclude_self=True)
-    return accuracy(labels[idx[:, 0]], labels)
+    return recall_at_k(features, labels, ks=(1,))[1]
 
 
 def test_time_sweep(emb: Embeddings, sigmas, ks, cache_path=None) -> dict:
