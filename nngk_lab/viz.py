@@ -166,6 +166,16 @@ def probability_bars(probs, class_names: Sequence[str], true_label: int | None =
 
 # --------------------------------------------------------------------------- 2-D toy
 
+def _plane_grid(centres: torch.Tensor, resolution: int) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """Points (resolution^2, 2) covering the centres with a margin, row by row from the
+    bottom, and their extent (left, right, bottom, top) for imshow."""
+    lo, hi = centres.min(0).values - 1.0, centres.max(0).values + 1.0
+    xs = torch.linspace(float(lo[0]), float(hi[0]), resolution, dtype=torch.float64)
+    ys = torch.linspace(float(lo[1]), float(hi[1]), resolution, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], 1), (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+
+
 def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, sigma: float, k: int,
                       log_weights: torch.Tensor | None = None, resolution: int = 120) -> Figure:
     """The kernel classifier in 2-D: left, the centres coloured by class, the query, its K
@@ -174,12 +184,7 @@ def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.
     query's class probabilities."""
     num_classes = int(labels.max()) + 1
     colours = class_colours(num_classes)
-    lo = centres.min(0).values - 1.0
-    hi = centres.max(0).values + 1.0
-    xs = torch.linspace(float(lo[0]), float(hi[0]), resolution, dtype=torch.float64)
-    ys = torch.linspace(float(lo[1]), float(hi[1]), resolution, dtype=torch.float64)
-    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    grid, extent = _plane_grid(centres, resolution)
     probs = kernel_probabilities(grid, centres, labels, sigma, k, num_classes, log_weights)
     best_p, best = probs.max(1)
     shade = colours[best.numpy()].copy()
@@ -187,7 +192,7 @@ def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.
 
     fig = Figure(figsize=(10, 4.3), layout="constrained")
     ax, bar_ax = fig.subplots(1, 2, width_ratios=[1.6, 1])
-    ax.imshow(shade.reshape(resolution, resolution, 4), origin="lower", extent=(float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1])),
+    ax.imshow(shade.reshape(resolution, resolution, 4), origin="lower", extent=extent,
               interpolation="bilinear", aspect="auto")
     ax.scatter(centres[:, 0], centres[:, 1], c=colours[labels.numpy()], s=22, edgecolors="white", linewidths=0.5)
     nb = query_neighbours(query.double(), centres, labels, k, sigma, log_weights)
@@ -197,8 +202,8 @@ def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.
     for r, style in ((sigma, "-"), (2 * sigma, ":")):
         ax.add_patch(Circle((float(query[0]), float(query[1])), r, fill=False, linestyle=style, color="black"))
     ax.scatter([query[0]], [query[1]], marker="*", s=260, c="gold", edgecolors="black", zorder=5, label="query x")
-    ax.set_xlim(float(xs[0]), float(xs[-1]))
-    ax.set_ylim(float(ys[0]), float(ys[-1]))
+    ax.set_xlim(*extent[:2])
+    ax.set_ylim(*extent[2:])
     ax.set_aspect("equal")
     ax.set_title(f"sigma = {sigma:g} (circles: 1 and 2 sigma), K = {k}", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
@@ -216,16 +221,12 @@ def toy_sigma_maps(centres: torch.Tensor, labels: torch.Tensor, sigmas: Sequence
     small sigma follows single centres, large sigma blurs towards the class majority."""
     num_classes = int(labels.max()) + 1
     colours = class_colours(num_classes)
-    lo, hi = centres.min(0).values - 1.0, centres.max(0).values + 1.0
-    xs = torch.linspace(float(lo[0]), float(hi[0]), resolution, dtype=torch.float64)
-    ys = torch.linspace(float(lo[1]), float(hi[1]), resolution, dtype=torch.float64)
-    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    grid, extent = _plane_grid(centres, resolution)
     fig = Figure(figsize=(3.2 * len(sigmas), 3.3), layout="constrained")
     for ax, sigma in zip(np.atleast_1d(fig.subplots(1, len(sigmas))), sigmas):
         probs = kernel_probabilities(grid, centres, labels, sigma, k, num_classes)
         rgb = (probs.numpy() @ colours[:, :3]).reshape(resolution, resolution, 3)
-        ax.imshow((0.45 + 0.55 * rgb).clip(0, 1), origin="lower", extent=(float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1])), aspect="auto")
+        ax.imshow((0.45 + 0.55 * rgb).clip(0, 1), origin="lower", extent=extent, aspect="auto")
         ax.scatter(centres[:, 0], centres[:, 1], c=colours[labels.numpy()], s=12, edgecolors="black",
                    linewidths=0.4)
         ax.set_title(f"sigma = {sigma:g}", fontsize=10)
