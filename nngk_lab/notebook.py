@@ -69,7 +69,7 @@ def settings(fast: bool | None = None) -> NotebookSettings:
                                 test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
                                 umap_epochs=50, run_suffix="-fast")
     return NotebookSettings(fast=False, training=dict(max_epochs=15), sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0),
-                            sweep_training=dict(max_epochs=2),
+                            sweep_training=dict(max_epochs=4),
                             test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
                             umap_epochs=200, run_suffix="")
 
