@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 import torch
 
 from .errors import ConfigError
 
 
-def available_cores() -> int:
-    """Cores this process may run on (respects affinity masks and container limits)."""
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this container in cores (cgroup v2 or v1), or None if unlimited.
+
+    Containers such as Binder's cap CPU time with a quota while still showing every host
+    core to ``sched_getaffinity``; threads beyond the quota only slow each other down.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects affinity masks and container CPU quotas)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, math.ceil(limit))
+    return max(1, cores)
 
 
 def resolve_device(device: str | None = None, gpu_id: int | None = None) -> torch.device:

@@ -1,0 +1,252 @@
+"""Helpers the notebooks share: fast/full settings, where runs live, thread and device
+set-up, "load notebook 2's run or train one", and a cache on disk.
+
+Fast mode (``NNGK_FAST=1``) is what the test suite runs: fewer epochs and smaller
+sweeps, written to separate run folders so it never overwrites a student's full run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .checkpoint import atomic_save, safe_load
+from .device import available_cores, resolve_device
+from .errors import CheckpointError, NNGKError
+from .train import CHECKPOINT_NAME, LoadedRun, load_run, make_config, train
+
+CACHE_KIND = "nngk_lab.NotebookCache"
+
+
+def fast_mode() -> bool:
+    """True when ``NNGK_FAST`` is set to anything but ``0``/``false``/empty."""
+    return os.environ.get("NNGK_FAST", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class NotebookSettings:
+    """Sizes of the notebooks' work. :func:`settings` picks the fast or the full ones."""
+
+    fast: bool
+    training: dict                       # notebook 2's run: make_config settings
+    sweep_sigmas: tuple[float, ...]      # notebook 3: one short training per sigma ...
+    sweep_training: dict                 # ... with these settings
+    test_sigmas: tuple[float, ...]       # notebook 3: test-time sigma grid
+    test_ks: tuple[int, ...]             # notebook 3: test-time K values
+    umap_epochs: int | None              # notebook 4: None = umap-learn's default (500 here)
+    run_suffix: str
+
+    @property
+    def main_run(self) -> Path:
+        """The run notebook 2 trains and the later notebooks load."""
+        return runs_dir() / f"digits{self.run_suffix}"
+
+    @property
+    def sweep_dir(self) -> Path:
+        return runs_dir() / f"sigma-sweep{self.run_suffix}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return runs_dir() / f"cache{self.run_suffix}"
+
+
+def _log_grid(low: float, high: float, n: int) -> tuple[float, ...]:
+    return tuple(float(f"{v:.3g}") for v in torch.logspace(torch.log10(torch.tensor(low)),
+                                                           torch.log10(torch.tensor(high)), n).tolist())
+
+
+def settings(fast: bool | None = None) -> NotebookSettings:
+    """The notebooks' settings: full (what a student runs) or fast (``NNGK_FAST=1``:
+    2 epochs on 16x16 inputs, small sweeps, short UMAP optimisation)."""
+    fast = fast_mode() if fast is None else fast
+    if fast:
+        return NotebookSettings(fast=True, training=dict(max_epochs=2, input_size=16), sweep_sigmas=(0.3, 3.0),
+                                sweep_training=dict(max_epochs=1, input_size=16),
+                                test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
+                                umap_epochs=50, run_suffix="-fast")
+    return NotebookSettings(fast=False, training=dict(max_epochs=15), sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0),
+                            sweep_training=dict(max_epochs=4),
+                            test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
+                            umap_epochs=200, run_suffix="")
+
+
+def project_root(start: Path | None = None) -> Path | None:
+    """The checkout holding ``nngk_lab/`` and ``pyproject.toml``, searched upwards from
+    ``start`` (default: the working directory, which is ``notebooks/`` in Jupyter)."""
+    start = Path.cwd() if start is None else Path(start)
+    for folder in (start, *start.resolve().parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "nngk_lab" / "__init__.py").is_file():
+            return folder
+    return None
+
+
+def runs_dir() -> Path:
+    """Where runs and caches go: ``$NNGK_RUNS``, else ``runs/`` at the project root (ignored
+    by git), else ``~/.cache/nngk_lab/runs``. The same folder whatever the notebook's
+    working directory."""
+    if os.environ.get("NNGK_RUNS"):
+        return Path(os.environ["NNGK_RUNS"])
+    root = project_root()
+    return root / "runs" if root is not None else Path.home() / ".cache" / "nngk_lab" / "runs"
+
+
+def limit_threads(cores: int | None = None) -> int:
+    """Use at most the cores this process may run on, in torch, BLAS and numba.
+
+    Libraries size their thread pools from the machine's core count, which in a container
+    (Binder: 1 CPU) can be far more than the quota. Call before importing umap.
+    """
+    cores = cores or available_cores()
+    torch.set_num_threads(cores)
+    os.environ["NUMBA_NUM_THREADS"] = str(cores)  # read when numba is first imported
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(cores)
+    import sys
+    if "numba" in sys.modules:
+        import numba
+        numba.set_num_threads(min(cores, numba.config.NUMBA_NUM_THREADS))
+    return cores
+
+
+def setup(device: str = "auto", verbose: bool = True) -> torch.device:
+    """Limit threads to the usable cores and pick the device (a GPU when there is one).
+
+    Prints what it chose, with a note when the notebook runs on the CPU.
+    """
+    cores = limit_threads()
+    dev = resolve_device(device)
+    if verbose:
+        mode = "fast mode (NNGK_FAST=1): small runs for testing" if fast_mode() else "full mode"
+        if dev.type == "cuda":
+            print(f"Device: {dev} ({torch.cuda.get_device_name(dev)}); {mode}.")
+        else:
+            print(f"Device: CPU with {cores} core(s) - no GPU found, so training runs on the CPU "
+                  f"(fine for the digits: about a minute); {mode}.")
+    return dev
+
+
+def show_error(function: Callable, *args, **kwargs):
+    """Call ``function`` and print the nngk_lab error it raises, as a student would see it.
+
+    Returns the function's result, or None when it raised an :class:`NNGKError`.
+    """
+    try:
+        return function(*args, **kwargs)
+    except NNGKError as e:
+        print(f"{type(e).__name__}: {e}")
+        return None
+
+
+def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> LoadedRun:
+    """The run in ``save_dir``: loaded if finished, resumed if interrupted, else trained.
+
+    ``config`` holds :func:`nngk_lab.train.make_config` settings (the digits defaults
+    apply without ``data_dir``). A finished run is loaded as it is, even if its settings
+    differ from ``config``; delete the folder to retrain.
+    """
+    save_dir = Path(save_dir)
+    checkpoint = save_dir / CHECKPOINT_NAME
+    if checkpoint.exists():
+        try:
+            run = load_run(save_dir, device)
+        except CheckpointError:
+            run = None  # no bank yet: the run stopped before its first refresh
+        if run is not None and run.finished:
+            print(f"Loaded the finished run in {save_dir} ({len(run.history)} epochs); "
+                  "delete that folder to train again.")
+            return run
+        print(f"Resuming the unfinished run in {save_dir}.")
+    result = train(make_config(save_dir=str(save_dir), device=str(device), **config), resume=checkpoint.exists())
+    if result.stop_reason == "interrupted":
+        raise KeyboardInterrupt(f"training interrupted; run this cell again to resume from {save_dir}")
+    print(f"Trained {len(result.history)} epoch(s) in {result.evaluation.get('minutes', 0) * 60:.0f} s; "
+          f"saved in {save_dir}.")
+    return load_run(save_dir, device)
+
+
+def run_fingerprint(save_dir) -> dict:
+    """Identifies one state of a run's checkpoint, so caches made from it can tell when
+    the run was retrained."""
+    stat = (Path(save_dir) / CHECKPOINT_NAME).stat()
+    return {"run": str(Path(save_dir).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def cached(path, compute: Callable[[], dict], key: dict) -> dict:
+    """``compute()``'s result, saved to ``path`` and reused while ``key`` is unchanged.
+
+    The result is a dict of tensors, numbers, strings, lists and dicts (what
+    ``torch.load(weights_only=True)`` reads back). A missing, unreadable or stale file
+    (another ``key``) is recomputed and rewritten atomically.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            stored = safe_load(path, CACHE_KIND)
+            if stored["key"] == key:
+                return stored["value"]
+        except (CheckpointError, KeyError):
+            pass
+    value = compute()
+    atomic_save({"kind": CACHE_KIND, "key": key, "value": value}, path)
+    return value
+
+
+def fingerprint(*values) -> str:
+    """A short hash of tensors, arrays and plain values: a cache key that changes
+    whenever the inputs do."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha1()
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().contiguous().numpy()
+        if isinstance(value, np.ndarray):
+            digest.update(f"{value.dtype}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
+
+
+def folder_summary(root, files_per_class: int = 2, max_classes: int = 12) -> str:
+    """A class-folder tree as text: each class folder, its image count and first files."""
+    from .data import scan_image_folder
+
+    root = Path(root)
+    classes, samples = scan_image_folder(root)
+    lines = [f"{root}/  ({len(classes)} classes, {len(samples)} images)"]
+    for label, name in enumerate(classes[:max_classes]):
+        files = [Path(p).name for p, y in samples if y == label]
+        shown = ", ".join(files[:files_per_class]) + (", ..." if len(files) > files_per_class else "")
+        lines.append(f"  {name}/  {len(files):4d} images: {shown}")
+    if len(classes) > max_classes:
+        lines.append(f"  ... {len(classes) - max_classes} more class folders")
+    return "\n".join(lines)
+
+
+def malformed_examples(root) -> dict[str, Path]:
+    """Write small broken data folders under ``root`` (for notebook 1 to show the errors):
+    a missing folder, a file instead of a folder, a folder without class sub-folders, a
+    class folder without images, and a tree holding an unreadable image."""
+    root = Path(root)
+    examples = {name: root / name for name in ("missing", "a_file.png", "no_class_folders",
+                                                "empty_class", "corrupt_image")}
+    root.mkdir(parents=True, exist_ok=True)
+    examples["a_file.png"].write_bytes(b"not a folder")
+    (examples["no_class_folders"]).mkdir(exist_ok=True)
+    (examples["no_class_folders"] / "image.png").write_bytes(b"")
+    for name in ("empty_class", "corrupt_image"):
+        for folder in ("class_000", "class_001"):
+            (examples[name] / folder).mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+    for name in ("empty_class", "corrupt_image"):
+        Image.new("L", (8, 8)).save(examples[name] / "class_000" / "ok.png")
+    (examples["empty_class"] / "class_001" / "notes.txt").write_text("not an image")
+    (examples["corrupt_image"] / "class_001" / "broken.png").write_bytes(b"\x89PNG truncated")
+    return examples

@@ -1,0 +1,378 @@
+"""Figures for the notebooks. Every function returns a :class:`matplotlib.figure.Figure`
+built without pyplot, so nothing is shown twice in Jupyter, nothing needs a screen, and
+figures are freed when dropped. Show one by making it a cell's last expression.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from matplotlib.patches import Circle
+
+from .explore import GalleryRow, kernel_probabilities, query_neighbours
+
+CORRECT_COLOUR = "tab:green"
+WRONG_COLOUR = "tab:red"
+TRAIN_COLOUR, TEST_COLOUR, HELDOUT_COLOUR = "tab:blue", "tab:orange", "tab:grey"
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """One RGBA colour per class (tab10, or tab20 beyond ten classes)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if num_classes <= 10 else "tab20"]
+    return np.array([cmap(i % cmap.N) for i in range(num_classes)])
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """A figure as PNG bytes (for an ipywidgets Image)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def to_display(image, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """An image as an (H, W) or (H, W, 3) float array in [0, 1].
+
+    Accepts a PIL image, an (H, W[, 3]) array (uint8 or float) or a (C, H, W) tensor; with
+    ``mean`` and ``std`` the tensor's normalisation is undone first.
+    """
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().double()
+        if mean is not None and std is not None:
+            shape = (-1, 1, 1)
+            image = image * torch.tensor(std, dtype=torch.float64).view(shape) + \
+                torch.tensor(mean, dtype=torch.float64).view(shape)
+        array = image.permute(1, 2, 0).numpy() if image.dim() == 3 else image.numpy()
+    else:
+        array = np.asarray(image)
+        if array.dtype == np.uint8:
+            array = array / 255.0
+    array = np.clip(array.astype(np.float64), 0.0, 1.0)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return array
+
+
+def _show(ax, image, title: str | None = None, colour=None, fontsize: int = 8) -> None:
+    array = to_display(image)
+    ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=fontsize, color=colour or "black")
+    if colour is not None:
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(3)
+
+
+def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,
+               suptitle: str | None = None, size: float = 1.3) -> Figure:
+    """Images in a grid, each with an optional title (see :func:`to_display` for types)."""
+    if len(images) == 0:
+        raise ValueError("image_grid needs at least one image")
+    ncols = min(ncols, len(images))
+    nrows = -(-len(images) // ncols)
+    fig = Figure(figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for i, ax in enumerate(axes):
+        if i < len(images):
+            _show(ax, images[i], titles[i] if titles is not None else None)
+        else:
+            ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def augmentation_grid(images: Sequence, transform, n: int = 6, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                      suptitle: str | None = None, seed: int = 0) -> Figure:
+    """One row per image: the original, then ``n`` draws of the (random) ``transform``,
+    shown with the normalisation undone."""
+    torch.manual_seed(seed)
+    rows = [[image] + [transform(image) for _ in range(n)] for image in images]
+    fig = Figure(figsize=(1.3 * (n + 1), 1.4 * len(rows) + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), n + 1))
+    for r, row in enumerate(rows):
+        for c, item in enumerate(row):
+            shown = to_display(item, mean, std) if isinstance(item, torch.Tensor) else item
+            _show(axes[r, c], shown, ("original" if c == 0 else f"draw {c}") if r == 0 else None)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def pixel_histograms(raw: torch.Tensor, normalised: torch.Tensor) -> Figure:
+    """Histograms of pixel values before (``ToTensor``: 0..1) and after normalisation."""
+    fig = Figure(figsize=(8, 2.8), layout="constrained")
+    for ax, values, title in zip(fig.subplots(1, 2), (raw, normalised),
+                                 ("after ToTensor (0..1)", "after Normalize(mean, std)")):
+        values = values.detach().flatten().double().numpy()
+        ax.hist(values, bins=40, color="tab:blue")
+        ax.set_title(f"{title}\nmean {values.mean():.2f}, std {values.std():.2f}", fontsize=9)
+        ax.set_xlabel("pixel value")
+    fig.axes[0].set_ylabel("pixels")
+    return fig
+
+
+def split_counts(split) -> Figure:
+    """Images per class in a :class:`~nngk_lab.data.DataSplit`: train and test of the
+    trained classes, and the held-out classes."""
+    n = len(split.classes)
+    counts = {name: np.bincount([label for _, label in samples], minlength=n)
+              for name, samples in (("train", split.train), ("test", split.test), ("held-out", split.heldout))}
+    fig = Figure(figsize=(max(5.0, 0.5 * n + 2), 3), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(n)
+    ax.bar(x, counts["train"], color=TRAIN_COLOUR, label="train (centres)")
+    ax.bar(x, counts["test"], bottom=counts["train"], color=TEST_COLOUR, label="test")
+    ax.bar(x, counts["held-out"], color=HELDOUT_COLOUR, label="held-out class")
+    ax.set_xticks(x, split.classes, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("images")
+    ax.axvline(split.num_trained - 0.5, color="black", linestyle="--", linewidth=1)
+    ax.set_title(f"{split.num_trained} trained classes | {n - split.num_trained} held-out classes")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def probability_bars(probs, class_names: Sequence[str], true_label: int | None = None,
+                     title: str | None = None, ax=None) -> Figure:
+    """Bar plot of class probabilities; the true class's bar is outlined in black, the
+    predicted one coloured by whether it is right."""
+    probs = np.asarray(torch.as_tensor(probs, dtype=torch.float64))
+    fig = ax.figure if ax is not None else Figure(figsize=(5, 2.8), layout="constrained")
+    ax = ax if ax is not None else fig.subplots()
+    predicted = int(np.argmax(probs))
+    colours = ["lightgrey"] * len(probs)
+    colours[predicted] = CORRECT_COLOUR if true_label is None or predicted == true_label else WRONG_COLOUR
+    bars = ax.bar(np.arange(len(probs)), probs, color=colours)
+    if true_label is not None and 0 <= true_label < len(probs):
+        bars[true_label].set_edgecolor("black")
+        bars[true_label].set_linewidth(2)
+    ax.set_xticks(np.arange(len(probs)), list(class_names)[:len(probs)], rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("p(class | x)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------- 2-D toy
+
+def _plane_grid(centres: torch.Tensor, resolution: int) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """Points (resolution^2, 2) covering the centres with a margin, row by row from the
+    bottom, and their extent (left, right, bottom, top) for imshow."""
+    lo, hi = centres.min(0).values - 1.0, centres.max(0).values + 1.0
+    xs = torch.linspace(float(lo[0]), float(hi[0]), resolution, dtype=torch.float64)
+    ys = torch.linspace(float(lo[1]), float(hi[1]), resolution, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], 1), (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+
+
+def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, sigma: float, k: int,
+                      log_weights: torch.Tensor | None = None, resolution: int = 120) -> Figure:
+    """The kernel classifier in 2-D: left, the centres coloured by class, the query, its K
+    nearest centres (ringed, sized by kernel value), circles at 1 and 2 sigma, and the
+    predicted class of every point of the plane (shade = its probability); right, the
+    query's class probabilities."""
+    num_classes = int(labels.max()) + 1
+    colours = class_colours(num_classes)
+    grid, extent = _plane_grid(centres, resolution)
+    probs = kernel_probabilities(grid, centres, labels, sigma, k, num_classes, log_weights)
+    best_p, best = probs.max(1)
+    shade = colours[best.numpy()].copy()
+    shade[:, 3] = 0.15 + 0.45 * ((best_p.numpy() - 1 / num_classes) / (1 - 1 / num_classes)).clip(0, 1)
+
+    fig = Figure(figsize=(10, 4.3), layout="constrained")
+    ax, bar_ax = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    ax.imshow(shade.reshape(resolution, resolution, 4), origin="lower", extent=extent,
+              interpolation="bilinear", aspect="auto")
+    ax.scatter(centres[:, 0], centres[:, 1], c=colours[labels.numpy()], s=22, edgecolors="white", linewidths=0.5)
+    nb = query_neighbours(query.double(), centres, labels, k, sigma, log_weights)
+    share = (nb.kernels / nb.kernels.sum()).numpy()
+    ax.scatter(centres[nb.indices, 0], centres[nb.indices, 1], s=60 + 400 * share, facecolors="none",
+               edgecolors="black", linewidths=1.2, label=f"the K={len(nb.indices)} nearest centres")
+    for r, style in ((sigma, "-"), (2 * sigma, ":")):
+        ax.add_patch(Circle((float(query[0]), float(query[1])), r, fill=False, linestyle=style, color="black"))
+    ax.scatter([query[0]], [query[1]], marker="*", s=260, c="gold", edgecolors="black", zorder=5, label="query x")
+    ax.set_xlim(*extent[:2])
+    ax.set_ylim(*extent[2:])
+    ax.set_aspect("equal")
+    ax.set_title(f"sigma = {sigma:g} (circles: 1 and 2 sigma), K = {k}", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    query_probs = kernel_probabilities(query.double().unsqueeze(0), centres, labels, sigma, k, num_classes,
+                                       log_weights)[0]
+    probability_bars(query_probs, [f"class {c}" for c in range(num_classes)], title="p(class | query)", ax=bar_ax)
+    for patch, colour in zip(bar_ax.patches, colours):
+        patch.set_facecolor(colour)
+    return fig
+
+
+def toy_sigma_maps(centres: torch.Tensor, labels: torch.Tensor, sigmas: Sequence[float], k: int,
+                   resolution: int = 90) -> Figure:
+    """The predicted class over the plane (shade = probability) for several sigmas:
+    small sigma follows single centres, large sigma blurs towards the class majority."""
+    num_classes = int(labels.max()) + 1
+    colours = class_colours(num_classes)
+    grid, extent = _plane_grid(centres, resolution)
+    fig = Figure(figsize=(3.2 * len(sigmas), 3.3), layout="constrained")
+    for ax, sigma in zip(np.atleast_1d(fig.subplots(1, len(sigmas))), sigmas):
+        probs = kernel_probabilities(grid, centres, labels, sigma, k, num_classes)
+        rgb = (probs.numpy() @ colours[:, :3]).reshape(resolution, resolution, 3)
+        ax.imshow((0.45 + 0.55 * rgb).clip(0, 1), origin="lower", extent=extent, aspect="auto")
+        ax.scatter(centres[:, 0], centres[:, 1], c=colours[labels.numpy()], s=12, edgecolors="black",
+                   linewidths=0.4)
+        ax.set_title(f"sigma = {sigma:g}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"class probabilities mixed as colours (K = {k})", fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------- training and sweeps
+
+def training_curves(history: Sequence[dict]) -> Figure:
+    """Per-epoch training loss, and training / test accuracies where the history has them."""
+    if not history:
+        raise ValueError("the history is empty: train at least one epoch")
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    from matplotlib.ticker import MaxNLocator
+
+    loss_ax.plot(epochs, [h["loss"] for h in history], "o-")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("mean -log p(y | x)")
+    loss_ax.set_title("training loss", fontsize=10)
+    for key, label in (("train_accuracy", "train (kernel, fixed neighbours)"),
+                       ("kernel_accuracy", "test (kernel classifier)"),
+                       ("nearest_neighbour_accuracy", "test (1-nearest centre)")):
+        points = [(h["epoch"], h[key]) for h in history if key in h]
+        if points:
+            acc_ax.plot(*zip(*points), "o-", label=label)
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.set_ylim(0, 1.02)
+    acc_ax.set_title("accuracy", fontsize=10)
+    acc_ax.legend(fontsize=8, loc="lower right")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def sigma_sweep_figure(test_sweep: dict, training_sweep: dict | None = None) -> Figure:
+    """Left: test accuracy of one trained embedding's classifier against the test-time
+    sigma, one line per K, with its held-out Recall@1 (flat: retrieval ignores sigma).
+    Right (if given): models trained with different sigmas: test accuracy and held-out
+    Recall@1 against the training sigma."""
+    panels = 2 if training_sweep else 1
+    fig = Figure(figsize=(5.5 * panels, 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    ax = axes[0]
+    for k, row in zip(test_sweep["ks"], test_sweep["accuracy"]):
+        ax.plot(test_sweep["sigmas"], row, "o-", markersize=3, label=f"accuracy, K = {k}")
+    ax.axhline(test_sweep["heldout_recall_at_1"], color="black", linestyle="--",
+               label="held-out Recall@1 (no sigma)")
+    ax.axvline(test_sweep["train_sigma"], color="grey", linestyle=":", label="training sigma")
+    ax.set_xscale("log")
+    ax.set_xlabel("sigma at test time")
+    ax.set_ylabel("accuracy / Recall@1")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("one trained embedding, classifier sigma varied", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    if training_sweep:
+        ax = axes[1]
+        ax.plot(training_sweep["sigmas"], training_sweep["accuracy"], "o-", label="test accuracy")
+        ax.plot(training_sweep["sigmas"], training_sweep["heldout_recall_at_1"], "s--", label="held-out Recall@1")
+        ax.set_xscale("log")
+        ax.set_xticks(training_sweep["sigmas"], [f"{s:g}" for s in training_sweep["sigmas"]], minor=False)
+        ax.set_xticks([], minor=True)
+        ax.set_xlabel("sigma used in training (and testing)")
+        ax.set_ylim(0, 1.02)
+        epochs = sorted(set(training_sweep["epochs"]))
+        ax.set_title(f"one short training per sigma ({'/'.join(map(str, epochs))} epochs)", fontsize=10)
+        ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+# --------------------------------------------------------------------------- embedding maps
+
+@dataclass
+class MapPanel:
+    """One scatter of a 2-D map: coordinates (N, 2), labels (N,), a title, optionally
+    the images (for thumbnails) and a held-out mask (drawn as crosses)."""
+
+    coords: np.ndarray
+    labels: np.ndarray
+    title: str
+    images: Sequence | None = None
+    heldout: np.ndarray | None = None
+
+
+def _thumbnail_indices(coords: np.ndarray, labels: np.ndarray, n: int) -> list[int]:
+    """Up to ``n`` points, one per class in turn, each its class's most central point."""
+    chosen = []
+    for c in np.unique(labels)[:n]:
+        members = np.flatnonzero(labels == c)
+        centre = np.median(coords[members], axis=0)
+        chosen.append(int(members[np.argmin(((coords[members] - centre) ** 2).sum(1))]))
+    return chosen
+
+
+def embedding_maps(panels: Sequence[MapPanel], class_names: Sequence[str], thumbnails: int = 10,
+                   zoom: float = 2.0) -> Figure:
+    """Side-by-side 2-D maps (e.g. UMAP) coloured by class, with a few image thumbnails
+    and held-out points as crosses."""
+    colours = class_colours(len(class_names))
+    fig = Figure(figsize=(5.6 * len(panels), 5.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, panel in zip(axes, panels):
+        coords, labels = np.asarray(panel.coords), np.asarray(panel.labels)
+        heldout = np.zeros(len(labels), bool) if panel.heldout is None else np.asarray(panel.heldout, bool)
+        for mask, marker, size in ((~heldout, "o", 9), (heldout, "x", 14)):
+            if mask.any():
+                ax.scatter(coords[mask, 0], coords[mask, 1], c=colours[labels[mask]], s=size, marker=marker,
+                           linewidths=0.8 if marker == "x" else 0)
+        if panel.images is not None and thumbnails:
+            for i in _thumbnail_indices(coords, labels, thumbnails):
+                box = OffsetImage(to_display(panel.images[i]), zoom=zoom, cmap="gray")
+                ax.add_artist(AnnotationBbox(box, coords[i], frameon=True, pad=0.1,
+                                             bboxprops={"edgecolor": colours[labels[i]], "linewidth": 2}))
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    present = sorted(set(np.concatenate([np.asarray(p.labels) for p in panels]).tolist()))
+    handles = [axes[0].scatter([], [], color=colours[c], s=20, label=class_names[c]) for c in present]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class (x: held-out)")
+    return fig
+
+
+# --------------------------------------------------------------------------- galleries
+
+def neighbour_gallery(rows: Sequence[GalleryRow], suptitle: str | None = None, size: float = 1.5) -> Figure:
+    """One row per query: the query, then its nearest centres framed in green (same
+    class) or red (another class), captioned with label, distance and kernel value."""
+    if not rows:
+        raise ValueError("neighbour_gallery needs at least one row")
+    ncols = 1 + max(len(r.images) for r in rows)
+    fig = Figure(figsize=(size * ncols, (size + 0.55) * len(rows) + (0.4 if suptitle else 0)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), ncols))
+    for r, row in enumerate(rows):
+        _show(axes[r, 0], row.query_image, row.query_title, colour="black")
+        for c in range(1, ncols):
+            ax = axes[r, c]
+            if c - 1 < len(row.images):
+                colour = CORRECT_COLOUR if row.correct[c - 1] else WRONG_COLOUR
+                _show(ax, row.images[c - 1], row.captions[c - 1], colour=colour, fontsize=7)
+            else:
+                ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig

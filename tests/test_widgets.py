@@ -1,0 +1,68 @@
+"""The explorers' callbacks are plain functions; the widgets copy their results."""
+
+import ipywidgets
+import pytest
+import torch
+
+from nngk_lab import explore, widgets
+from notebook_fixtures import make_embeddings, naive_kernel_probs
+
+
+@pytest.fixture
+def emb(tmp_path, seed):
+    return make_embeddings(tmp_path, seed=seed)
+
+
+def test_sigma_view_matches_naive(emb):
+    view = widgets.sigma_view(emb, sigma=0.4, k=7, query=3)
+    expected = naive_kernel_probs(emb.test[3], emb.train, emb.train_labels, emb.log_weights, 0.4, 7, emb.num_trained)
+    torch.testing.assert_close(view.probabilities.double(), expected, atol=1e-5, rtol=1e-4)
+    assert view.predicted == int(expected.argmax()) and view.true_label == int(emb.test_labels[3])
+    assert view.accuracy == explore.test_accuracy(emb, 0.4, 7)
+    assert f"test accuracy: {view.accuracy:.3f}" in view.html(emb.class_names)
+    with pytest.raises(IndexError):
+        widgets.sigma_view(emb, 1.0, 5, len(emb.test))
+
+
+def test_sigma_explorer_sliders_update_text_and_plot(emb):
+    explorer = widgets.SigmaExplorer(emb)
+    assert isinstance(explorer.sigma, ipywidgets.FloatSlider) and explorer.sigma.description == "sigma"
+    assert isinstance(explorer.k, ipywidgets.IntSlider) and explorer.k.description == "K"
+    assert "test accuracy" in explorer.text.value and bytes(explorer.plot.value).startswith(b"\x89PNG")
+    before = explorer.view
+    explorer.sigma.value = explorer.sigma.min
+    assert explorer.view.sigma == pytest.approx(explorer.sigma.min)
+    assert not torch.equal(explorer.view.probabilities, before.probabilities)
+    assert explorer.text.value == explorer.view.html(emb.class_names)
+    explorer.k.value = 1
+    assert explorer.view.accuracy == explore.test_accuracy(emb, explorer.sigma.value, 1)
+    new_query = 5 if explorer.query.value != 5 else 6
+    explorer.query.value = new_query
+    assert explorer.view.query == new_query and f"query {new_query}" in explorer.text.value
+    assert explorer.plot.layout.width.endswith("px")
+
+
+def test_sigma_explorer_starts_on_the_hardest_test_image(emb):
+    explorer = widgets.SigmaExplorer(emb)
+    assert explorer.query.value == explore.worst_failures(emb, emb.sigma, emb.num_neighbours, n=1)[0]
+    assert explorer.sigma.min < emb.sigma < explorer.sigma.max
+
+
+def test_gallery_explorer_switches_sets(emb):
+    gallery = widgets.GalleryExplorer(emb, k=4)
+    assert gallery.query.description == "query" and gallery.query.max == len(emb.test) - 1
+    first = gallery.plot.value
+    gallery.query.value = 2
+    assert gallery.plot.value != first and gallery.text.value.startswith("test query 2")
+    gallery.source.value = "heldout"
+    assert gallery.query.value == 0 and gallery.query.max == len(emb.heldout) - 1
+    assert gallery.text.value.startswith("heldout query 0")
+    gallery.query.value = 1
+    gallery.source.value = "test"
+    assert gallery.text.value.startswith("test query 0")
+
+
+def test_gallery_view_counts_matching_neighbours(emb):
+    view = widgets.gallery_view(emb, "test", 0, sigma=1.0, k=5)
+    row = explore.gallery_row(emb, "test", 0, 1.0, k=5)
+    assert view.summary.startswith(f"test query 0: {sum(row.correct)} of 5")
