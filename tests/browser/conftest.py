@@ -176,13 +176,16 @@ def browser(chromium_path):
         browser.close()
 
 
-# Reads the displayed state of the open notebook's widgets: the text of HTML/Label widgets
-# and the images inside widget outputs (plots drawn by callbacks).
-WIDGET_DISPLAY_JS = """() => {
+# What the open notebook's widgets show: the text of HTML/Label widgets and a SHA-256 of
+# each image in a widget (Image widgets and plots in Output widgets). Hashing the bytes
+# rather than comparing src: an Image widget's src is a blob URL, new on every redraw.
+WIDGET_DISPLAY_JS = """async () => {
   const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
-  const texts = [...panel.querySelectorAll('.widget-html-content, .widget-label-basic, .widget-label')]
+  const texts = [...panel.querySelectorAll('.widget-html-content, .widget-label')]
     .map(e => e.textContent.trim()).filter(t => t);
-  const images = [...panel.querySelectorAll('.jupyter-widgets img')].map(e => e.src);
+  const hex = buffer => [...new Uint8Array(buffer)].map(b => b.toString(16).padStart(2, '0')).join('');
+  const images = await Promise.all([...panel.querySelectorAll('.jupyter-widgets img, img.jupyter-widgets')]
+    .map(async img => hex(await crypto.subtle.digest('SHA-256', await (await fetch(img.src)).arrayBuffer()))));
   return {texts, images};
 }"""
 
@@ -241,13 +244,21 @@ class LabNotebook:
         """What the widgets show: texts and plot images."""
         return self.page.evaluate(WIDGET_DISPLAY_JS)
 
-    def wait_for_display_change(self, before: dict) -> dict:
-        """Wait until the widgets show something other than ``before`` and the kernel is
-        idle again (all queued updates drawn); return the new display."""
-        self.page.wait_for_function(f"before => JSON.stringify(({WIDGET_DISPLAY_JS})()) !== JSON.stringify(before)",
-                                    arg=before, timeout=UPDATE_TIMEOUT_MS)
-        self.wait_for_kernel_idle()
-        return self.displayed()
+    def wait_for_display_change(self, before: dict, settle_s: float = 1.0) -> dict:
+        """Wait until the widgets show something other than ``before``, the kernel is idle
+        and the display has stayed the same for ``settle_s`` (every queued update drawn);
+        return the new display."""
+        deadline = time.monotonic() + UPDATE_TIMEOUT_MS / 1000
+        last, since = before, time.monotonic()
+        while time.monotonic() < deadline:
+            self.page.wait_for_timeout(250)
+            now = self.displayed()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif now != before and time.monotonic() - since >= settle_s and self.page.evaluate(KERNEL_IDLE_JS):
+                return now
+        raise AssertionError(f"{self.path}: the widgets' display did not change and settle within "
+                             f"{UPDATE_TIMEOUT_MS / 1000:.0f} s; last seen: {last['texts']}")
 
     def screenshot(self, name: str, top) -> Path:
         """Save the window with ``top`` (a locator) scrolled to the top of the notebook."""
