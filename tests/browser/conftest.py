@@ -44,7 +44,7 @@ VIEWPORT = {"width": 1280, "height": 1100}
 
 SERVER_START_TIMEOUT_S = 90
 KERNEL_READY_TIMEOUT_MS = 90_000
-RUN_ALL_TIMEOUT_MS = 150_000
+RUN_ALL_TIMEOUT_MS = 420_000
 UPDATE_TIMEOUT_MS = 60_000
 
 # JupyterLab user settings for the test server: no news/update pop-ups over the notebook,
@@ -89,7 +89,20 @@ class LabServer:
     token: str
 
     def notebook_url(self, path: str) -> str:
-        return f"{self.url}/lab/tree/{path}?token={self.token}"
+        """JupyterLab showing only this notebook (``reset``: not the tabs an earlier test left)."""
+        return f"{self.url}/lab/tree/{path}?reset&token={self.token}"
+
+    def api(self, method: str, endpoint: str):
+        request = urllib.request.Request(f"{self.url}/api/{endpoint}", method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def shut_down_kernels(self) -> None:
+        """End every session and its kernel, so the next test starts from fresh kernels."""
+        for session in self.api("GET", "sessions"):
+            self.api("DELETE", f"sessions/{session['id']}")
 
 
 def _free_port() -> int:
@@ -131,8 +144,9 @@ def _stop_process_group(proc: subprocess.Popen) -> None:
 def jupyterlab(tmp_path_factory, artifacts_dir) -> LabServer:
     """JupyterLab serving the repository, its kernels in fast mode (``NNGK_FAST=1``).
 
-    Jupyter's config, data and runtime folders and the notebooks' runs (``NNGK_RUNS``) are
-    fresh temporary folders, so the developer's own Jupyter set-up and runs play no part.
+    Jupyter's config, data and runtime folders, the notebooks' runs (``NNGK_RUNS``, shared
+    by the tests of a session) and dataset (``NNGK_DATA``) are fresh temporary folders, so
+    the developer's own Jupyter set-up, runs and data play no part.
     """
     home = tmp_path_factory.mktemp("jupyterlab")
     for name, values in LAB_SETTINGS.items():
@@ -146,8 +160,9 @@ def jupyterlab(tmp_path_factory, artifacts_dir) -> LabServer:
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
         NNGK_FAST="1",
         NNGK_RUNS=str(home / "runs"),
+        NNGK_DATA=str(home / "data"),
         JUPYTER_CONFIG_DIR=str(home / "config"),
-        JUPYTER_DATA_DIR=str(home / "data"),
+        JUPYTER_DATA_DIR=str(home / "jupyter-data"),
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
     )
     server = LabServer(url=f"http://127.0.0.1:{_free_port()}", token=secrets.token_hex(16))
@@ -298,6 +313,7 @@ def open_notebook(browser, jupyterlab, artifacts_dir, request):
         context.pages[-1].screenshot(path=path)
         screenshots.append(path)
     context.close()
+    jupyterlab.shut_down_kernels()
     for file, content in opened:
         assert file.read_bytes() == content, f"the browser test changed {file}"
 
