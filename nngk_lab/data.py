@@ -62,6 +62,7 @@ def scan_image_folder(root, num_classes: int | None = None,
             raise DataError(f"--num_classes must be at least 1, got {num_classes}")
         if num_classes > len(classes):
             raise DataError(f"--num_classes is {num_classes} but {root} has only {len(classes)} class folders")
+        classes = classes[:num_classes]
     samples: list[Sample] = []
     empty = []
     for label, name in enumerate(classes):

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from .errors import ConfigError
+
 MODEL_NAMES = ("resnet18", "small_cnn")
 
 
@@ -66,7 +68,11 @@ def _resnet18_trunk(pretrained: str, final_relu: bool) -> nn.Module:
     if pretrained != "none":
         path = imagenet_weights_path() if pretrained == "auto" else Path(pretrained)
         if path.is_file():
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            try:
+                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except Exception as e:  # torch raises many types for foreign or truncated files
+                raise ConfigError(f"--pretrained file {path} is not a ResNet18 state dict: "
+                                  f"{str(e).splitlines()[0][:200]}") from e
         elif pretrained == "auto":
             warnings.warn(
                 f"ImageNet weights for ResNet18 were not found at {path}, so the network starts "
@@ -74,7 +80,7 @@ def _resnet18_trunk(pretrained: str, final_relu: bool) -> nn.Module:
                 f"{os.path.basename(path)} (torchvision's ResNet18_Weights.IMAGENET1K_V1) there "
                 "or pass its path with --pretrained.", stacklevel=3)
         else:
-            raise FileNotFoundError(f"--pretrained file {path} does not exist")
+            raise ConfigError(f"--pretrained file {path} does not exist")
     net.fc = nn.Identity()
     if not final_relu:
         net.layer4[-1] = _BlockWithoutFinalReLU(net.layer4[-1])
