@@ -154,7 +154,7 @@ def jupyterlab(tmp_path_factory, artifacts_dir) -> LabServer:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
     env = dict(os.environ)
-    # The test process sets MPLBACKEND=Agg; a kernel inheriting it would not show figures.
+    # tests/conftest.py sets MPLBACKEND=Agg; a kernel inheriting it would not show figures.
     env.pop("MPLBACKEND", None)
     env.update(
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
@@ -165,8 +165,8 @@ def jupyterlab(tmp_path_factory, artifacts_dir) -> LabServer:
         JUPYTER_DATA_DIR=str(home / "jupyter-data"),
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
     )
-    server = LabServer(url=f"http://127.0.0.1:{_free_port()}", token=secrets.token_hex(16))
-    port = server.url.rsplit(":", 1)[1]
+    port = _free_port()
+    server = LabServer(url=f"http://127.0.0.1:{port}", token=secrets.token_hex(16))
     log_path = artifacts_dir / "jupyterlab.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
