@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+from tqdm.auto import tqdm
 
 from .errors import DataError
 
@@ -54,9 +56,12 @@ def scan_image_folder(root, num_classes: int | None = None,
     if not root.is_dir():
         raise DataError(f"data folder {root} is a file, not a folder of class sub-folders")
     exts = _normalise_extensions(extensions)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = _list_folder(root)
+    classes = sorted(p.name for p in entries if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise DataError(f"data folder {root} has no class sub-folders (expected e.g. {root}/class_000/)")
+        loose = sum(1 for p in entries if p.is_file() and p.suffix.lower() in exts)
+        hint = f"; it holds {loose} images directly: move them into one sub-folder per class" if loose else ""
+        raise DataError(f"data folder {root} has no class sub-folders (expected e.g. {root}/class_000/){hint}")
     if num_classes is not None:
         if num_classes < 1:
             raise DataError(f"--num_classes must be at least 1, got {num_classes}")
@@ -64,35 +69,67 @@ def scan_image_folder(root, num_classes: int | None = None,
             raise DataError(f"--num_classes is {num_classes} but {root} has only {len(classes)} class folders")
         classes = classes[:num_classes]
     samples: list[Sample] = []
-    empty = []
+    empty, nested = [], []
     for label, name in enumerate(classes):
+        children = _list_folder(root / name)
         files = sorted(
-            f for f in (root / name).iterdir()
+            f for f in children
             if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in exts
         )
         if not files:
             empty.append(name)
+            nested += [f"{name}/{f.name}" for f in children if f.is_dir() and not f.name.startswith(".")]
         samples.extend((str(f), label) for f in files)
     if empty:
+        hint = (f" (they hold sub-folders such as {nested[0]}: is --data_dir one level too high?)"
+                if nested else "; remove them or add images")
         raise DataError(
             f"class folder(s) {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} in {root} "
-            f"hold no images with extension {'/'.join(exts)}; remove them or add images")
+            f"hold no images with extension {'/'.join(exts)}{hint}")
     return classes, samples
 
 
+def _list_folder(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise DataError(f"cannot list folder {folder}: {e.strerror or e}") from e
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Open an image as RGB (greyscale, palette and RGBA images are converted)."""
+    """Open an image as RGB (greyscale, 16-bit, palette and RGBA images are converted).
+
+    A file that cannot be decoded stops the run with a :class:`DataError` naming it,
+    rather than being skipped: skipping would silently change the dataset (and the
+    feature bank's indices), so the run would not match its data folder any more.
+    """
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGBA", "LA", "P"):
+            if im.mode.startswith("I;16"):
+                # 16-bit greyscale: PIL's own conversion clips everything above 255 to white.
+                im = Image.fromarray((np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8))
+            if im.mode in ("RGBA", "LA", "P", "PA"):
                 # Composite on white so transparent pixels do not turn black.
                 im = im.convert("RGBA")
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(background, im)
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+    except Exception as e:  # PIL raises many types for broken files; all mean "unreadable"
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"cannot read image {path} ({reason}); replace or delete it (python -m nngk_lab.data "
+                        "--check DATA_DIR lists every unreadable image)") from e
+
+
+def find_unreadable_images(samples: Sequence[Sample], progress: bool = True) -> list[tuple[str, str]]:
+    """Decode every sample's image; return ``(path, reason)`` for each that cannot be read."""
+    bad = []
+    for path, _ in tqdm(samples, desc="checking images", disable=not progress, leave=False):
+        try:
+            load_rgb(path)
+        except DataError as e:
+            bad.append((path, str(e.__cause__ or e)))
+    return bad
 
 
 class ImageSamples(Dataset):
@@ -100,11 +137,21 @@ class ImageSamples(Dataset):
 
     The index is the sample's position in this list; the feature bank stores each centre
     at that index, whatever order a loader visits the samples in.
+
+    With a ``seed``, the random transform of a sample is a pure function of
+    ``(seed, epoch, index)`` (set the epoch with :meth:`set_epoch`): a run resumed
+    mid-epoch, or run with another number of loader workers, sees the same augmented
+    images. Without one, transforms draw from torch's global random generator.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None):
+    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, seed: int | None = None):
         self.samples = list(samples)
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -116,7 +163,17 @@ class ImageSamples(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         image = load_rgb(path)
-        if self.transform is not None:
+        if self.transform is not None and self.seed is not None:
+            # torchvision's random transforms draw from the global CPU generator: seed it for
+            # this sample, then put its state back (torch.manual_seed would cost 50x more).
+            generator = torch.default_generator
+            state = generator.get_state()
+            generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + index) % 2**63)
+            try:
+                image = self.transform(image)
+            finally:
+                generator.set_state(state)
+        elif self.transform is not None:
             image = self.transform(image)
         return image, label, index
 
@@ -150,13 +207,13 @@ def split_samples(classes: Sequence[str], samples: Sequence[Sample], num_trained
     """Split classes into trained / held-out and trained-class images into train / test.
 
     ``num_trained`` defaults to the first half of the classes (the standard deep metric
-    learning protocol). The image split is stratified: each trained class gives
+    learning protocol), but at least two: one class alone cannot be trained. The image split is stratified: each trained class gives
     ``round(test_fraction * n)`` images to the test set, at least one when
     ``test_fraction > 0`` and the class has two or more images.
     """
     classes = list(classes)
     if num_trained is None:
-        num_trained = max(1, len(classes) // 2)
+        num_trained = min(len(classes), max(2, len(classes) // 2))
     if not 1 <= num_trained <= len(classes):
         raise DataError(f"cannot train on {num_trained} classes: the data has {len(classes)}")
     if not 0.0 <= test_fraction < 1.0:
@@ -221,23 +278,30 @@ def export_digits(root=None) -> Path:
         return root
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    for i, (image, label) in enumerate(zip(images, digits.target)):
-        folder = root / f"class_{label:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, mode="L").save(folder / f"digit_{i:04d}.png")
-    marker.touch()
+    try:
+        for i, (image, label) in enumerate(zip(images, digits.target)):
+            folder = root / f"class_{label:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image, mode="L").save(folder / f"digit_{i:04d}.png")
+        marker.touch()  # last, so that an interrupted export is redone
+    except OSError as e:
+        raise DataError(f"cannot write the digits to {root} ({e.strerror or e}); set NNGK_DATA to a writable "
+                        "folder") from e
     return root
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m nngk_lab.data",
-        description="Export the embedded digits as a class-folder tree, or list a tree's classes.")
+        description="Export the embedded digits as a class-folder tree, list a tree's classes, "
+                    "or find its unreadable images.")
     parser.add_argument("--export_digits", metavar="DIR", help="write the digits tree into DIR")
     parser.add_argument("--info", metavar="DIR", help="print the classes and image counts of DIR")
+    parser.add_argument("--check", metavar="DIR", help="decode every image of DIR and list those that "
+                                                      "cannot be read (exit status 1 if any)")
     args = parser.parse_args(argv)
-    if not (args.export_digits or args.info):
-        parser.error("give --export_digits DIR or --info DIR")
+    if not (args.export_digits or args.info or args.check):
+        parser.error("give --export_digits DIR, --info DIR or --check DIR")
     try:
         if args.export_digits:
             print(f"digits written to {export_digits(args.export_digits)}")
@@ -247,8 +311,17 @@ def main(argv=None) -> None:
             for name, n in zip(classes, counts):
                 print(f"{name}\t{n}")
             print(f"{len(classes)} classes, {len(samples)} images")
+        if args.check:
+            _, samples = scan_image_folder(args.check)
+            bad = find_unreadable_images(samples)
+            for path, reason in bad:
+                print(f"{path}\t{reason}")
+            print(f"{len(bad)} of {len(samples)} images cannot be read")
+            if bad:
+                raise SystemExit(1)
     except DataError as e:
-        raise SystemExit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ def resolve_device(device: str | None = None, gpu_id: int | None = None) -> torc
     ``cuda:N`` or ``auto`` (a GPU when there is one). Neither means the CPU, as in the
     original.
     """
+    flag = f"--gpu_id {gpu_id}" if gpu_id is not None else f"--device {device}"
     if gpu_id is not None:
+        if gpu_id < 0:
+            raise ConfigError(f"--gpu_id must be 0 or more, got {gpu_id}")
         device = f"cuda:{gpu_id}"
     if device in (None, "cpu"):
         return torch.device("cpu")
@@ -37,10 +40,10 @@ def resolve_device(device: str | None = None, gpu_id: int | None = None) -> torc
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ConfigError(f"{device} was asked for but this machine has no usable CUDA GPU; "
-                              "leave out --gpu_id to train on the CPU, or use --device auto")
+            raise ConfigError(f"{flag} asks for a GPU but this machine has no usable CUDA GPU; "
+                              "leave it out to train on the CPU, or use --device auto")
         if dev.index is not None and dev.index >= count:
-            raise ConfigError(f"GPU {dev.index} was asked for but this machine has {count} "
+            raise ConfigError(f"{flag} asks for GPU {dev.index} but this machine has {count} "
                               f"(ids 0..{count - 1})")
     elif dev.type != "cpu":
         raise ConfigError(f"--device {device!r} is not supported (use cpu, cuda, cuda:N or auto)")

@@ -9,6 +9,19 @@ a notebook shows the same sentence.
 class NNGKError(Exception):
     """Base class of every error nngk_lab raises on purpose."""
 
+    def __init__(self, message: str = ""):
+        super().__init__(_unwrap_worker_message(type(self), message))
+
+
+def _unwrap_worker_message(cls: type, message) -> str:
+    """An error raised in a DataLoader worker is re-raised by torch in the main process as
+    ``cls("Caught ... Original Traceback ...")``; keep only the original sentence."""
+    if not (isinstance(message, str) and message.startswith("Caught ") and "Original Traceback" in message):
+        return message
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    _, found, original = message.rpartition(marker)
+    return original.strip() if found else message
+
 
 class DataError(NNGKError):
     """A data folder or image is missing, empty or malformed."""
@@ -19,8 +32,12 @@ class ConfigError(NNGKError):
 
 
 class CheckpointError(NNGKError):
-    """A checkpoint is missing, truncated, or from another model, dataset or version."""
+    """A checkpoint cannot be read or written, or is from another model, dataset or version."""
+
+
+class ResourceError(NNGKError):
+    """The machine ran out of memory for this run; the last good checkpoint is kept."""
 
 
 class NonFiniteLossError(NNGKError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+    """Training produced a NaN or infinite loss or weights; the last good checkpoint is kept."""

@@ -16,12 +16,16 @@ A run lives in its save directory:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,15 +35,21 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .bank import FeatureBank, embed
-from .checkpoint import atomic_save, safe_load
+from .checkpoint import atomic_save, atomic_write_text, remove_temp_files, safe_load
 from .data import DataSplit, ImageSamples, build_transforms, export_digits, scan_image_folder, split_samples
 from .device import available_cores, default_workers, resolve_device
-from .errors import CheckpointError, ConfigError, NNGKError, NonFiniteLossError
+from .errors import CheckpointError, ConfigError, NNGKError, NonFiniteLossError, ResourceError
 from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
 from .loss import KernelWeights, class_log_probs, kernel_nll
 from .models import MODEL_NAMES, build_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
+RUN_FILES = ("config.json", "history.json", "eval.json")
+STATE_KEYS = ("config", "classes", "num_trained", "epoch", "step", "finished", "elapsed", "history", "epoch_sums",
+              "model", "optimiser", "kernel_weights", "head", "bank", "rng")
+# Settings a resumed run takes from the caller rather than from its checkpoint.
+RESUME_OVERRIDES = ("max_epochs", "max_time", "device", "gpu_id", "amp", "workers", "progress", "save_dir")
+CHECK_EVERY_STEPS = 20
 CHECKPOINT_KIND = "nngk_lab.TrainState"
 LOSSES = ("nngk", "softmax")
 EPOCH_SUMS = ("loss", "correct", "absent", "present")
@@ -52,7 +62,7 @@ class TrainConfig:
 
     data_dir: str | None = None
     save_dir: str = "runs/digits"
-    num_classes: int | None = None       # trained classes: the first N; None = first half
+    num_classes: int | None = None       # trained classes: the first N; None = first half (at least 2)
     test_fraction: float = 0.2           # share of each trained class kept for testing
     im_ext: str | None = None
     model: str = "resnet18"
@@ -82,16 +92,34 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the flag of the first setting that cannot work."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and kind.endswith("| None"):
+                continue
+            if (kind.startswith("int") and not isinstance(value, int)) or \
+                    (kind.startswith("float") and not isinstance(value, (int, float))):
+                raise ConfigError(f"--{f.name} must be a number, got {value!r}")
         checks = [
-            (self.sigma > 0 and math.isfinite(self.sigma), f"--sigma must be a positive number, got {self.sigma}"),
+            (_positive(self.sigma), f"--sigma must be a positive number, got {self.sigma}"),
             (self.num_neighbours >= 1, f"--num_neighbours must be at least 1, got {self.num_neighbours}"),
             (self.batch_size >= 1, f"--batch_size must be at least 1, got {self.batch_size}"),
-            (self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}"),
+            (_positive(self.learning_rate), f"--learning_rate must be a positive number, got {self.learning_rate}"),
+            (self.weight_learning_rate is None or _positive(self.weight_learning_rate),
+             f"--weight_learning_rate must be a positive number, got {self.weight_learning_rate}"),
+            (self.num_classes is None or self.num_classes >= 2,
+             f"--num_classes must be at least 2 (training needs two classes), got {self.num_classes}"),
             (self.update_interval >= 1, f"--update_interval must be at least 1, got {self.update_interval}"),
             (self.max_epochs >= 0, f"--max_epochs must not be negative, got {self.max_epochs}"),
             (self.max_time is None or self.max_time > 0, f"--max_time must be positive, got {self.max_time}"),
             (0 <= self.test_fraction < 1, f"--test_fraction must be in [0, 1), got {self.test_fraction}"),
             (self.input_size >= 8, f"--input_size must be at least 8, got {self.input_size}"),
+            (self.resize_size is None or self.resize_size >= self.input_size,
+             f"--resize_size {self.resize_size} must be at least --input_size {self.input_size}"),
+            (self.embedding_dim is None or self.embedding_dim >= 1,
+             f"--embedding_dim must be at least 1, got {self.embedding_dim}"),
+            (self.workers is None or self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
+            (0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}"),
             (self.model in MODEL_NAMES, f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
@@ -99,6 +127,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
 # Chosen so that `python -m nngk_lab.train` learns the embedded digits well in a few
@@ -152,12 +184,15 @@ class _EpochOrder:
 
 
 class _DeferredInterrupt:
-    """Turns the first Ctrl-C into a flag checked between steps, so a checkpoint is never
-    taken half-way through an optimiser step. A second Ctrl-C interrupts at once."""
+    """Turns the first Ctrl-C (or SIGTERM, which batch schedulers send before killing a
+    job) into a flag checked between steps, so a checkpoint is never taken half-way
+    through an optimiser step. A second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous = {}
 
     def _handler(self, signum, frame):
         if self.requested:
@@ -166,15 +201,21 @@ class _DeferredInterrupt:
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: leave the signals alone
+            self._previous = {}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
         return False
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C in a terminal reaches every process of the group; loader workers must leave
+    # it to the training process, which saves a checkpoint and stops cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _load_split(config: TrainConfig) -> DataSplit:
@@ -182,14 +223,35 @@ def _load_split(config: TrainConfig) -> DataSplit:
     classes, samples = scan_image_folder(root, extensions=config.im_ext)
     if config.num_classes is not None and config.num_classes > len(classes):
         raise ConfigError(f"--num_classes is {config.num_classes} but {root} has only {len(classes)} classes")
-    return split_samples(classes, samples, config.num_classes, config.test_fraction, config.seed)
+    split = split_samples(classes, samples, config.num_classes, config.test_fraction, config.seed)
+    if split.num_trained < 2:
+        raise ConfigError(f"{root} has {len(classes)} class folder(s), so training would see only one class; "
+                          "add class folders or pass --num_classes 2 or more")
+    return split
 
 
-def _loader(dataset, config: TrainConfig, device: torch.device, sampler=None) -> DataLoader:
+def _data_fingerprint(split: DataSplit) -> str:
+    """A hash of every image path (relative to the data folder) and label of the split:
+    a run may only resume on the same images in the same places."""
+    paths = [p for p, _ in split.train + split.test + split.heldout]
+    root = os.path.commonpath(paths) if paths else ""
+    h = hashlib.sha256()
+    for part in (split.train, split.test, split.heldout):
+        for path, label in part:
+            h.update(f"{os.path.relpath(path, root)}\t{label}\n".encode("utf-8", "surrogateescape"))
+        h.update(b"--\n")
+    return h.hexdigest()
+
+
+def _loader(dataset, config: TrainConfig, device: torch.device, sampler=None, epoch: int = 0) -> DataLoader:
     workers = default_workers() if config.workers is None else config.workers
+    # Seeding the loader's own generator keeps it from drawing from the global one
+    # (which dropout uses), so a resumed run continues the same random stream.
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, shuffle=False,
                       num_workers=workers, pin_memory=device.type == "cuda",
-                      persistent_workers=False)
+                      persistent_workers=False, generator=generator,
+                      worker_init_fn=_ignore_sigint if workers else None)
 
 
 def _build_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device):
@@ -221,7 +283,11 @@ def _check_save_dir(save_dir: Path, resume: bool) -> Path | None:
         if not resume:
             raise ConfigError(f"{save_dir} already holds a run; pass --resume to continue it, "
                               "or choose another --save_dir")
-        return ckpt
+    else:
+        ours = [name for name in RUN_FILES if (save_dir / name).exists()]
+        if ours:
+            raise ConfigError(f"--save_dir {save_dir} holds {ours[0]} but no {CHECKPOINT_NAME}, so it is not a "
+                              "run that can be resumed; choose another --save_dir rather than overwrite it")
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
         probe = save_dir / ".write_test"
@@ -229,7 +295,32 @@ def _check_save_dir(save_dir: Path, resume: bool) -> Path | None:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"cannot write to --save_dir {save_dir}: {e.strerror or e}") from e
-    return None
+    return ckpt if ckpt.exists() else None
+
+
+@contextlib.contextmanager
+def _run_lock(save_dir: Path):
+    """Hold an exclusive lock on the save directory while training, so two processes
+    never write one run. The system drops the lock when the process dies, however."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks, so no protection
+        yield
+        return
+    with open(save_dir / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise ConfigError(f"another process is training in --save_dir {save_dir}; wait for it to finish, "
+                              "stop it, or choose another --save_dir") from e
+        except OSError:  # a file system without locks (some network drives): train unprotected
+            yield
+            return
+        try:
+            remove_temp_files(save_dir)  # left by a process killed while writing a checkpoint
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _evaluate_test(config, model, bank, kernel_weights, head, split, device) -> dict:
@@ -252,38 +343,84 @@ def _evaluate_test(config, model, bank, kernel_weights, head, split, device) -> 
     return result
 
 
+def _resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
+    """A resumed run keeps its saved settings, except when to stop, which machine to use
+    and (if given) where its data folder is now."""
+    changes = {name: getattr(given, name) for name in RESUME_OVERRIDES}
+    if given.data_dir:
+        changes["data_dir"] = given.data_dir
+    return dataclasses.replace(_config_from_dict(saved), **changes)
+
+
+def _check_finite(what: str, finite: bool, epoch_number: int, save_dir: Path) -> None:
+    if not finite:
+        raise NonFiniteLossError(
+            f"the {what} became NaN or infinite in epoch {epoch_number}, so training stopped; the last good "
+            f"checkpoint in {save_dir} was kept. Start a new run (another --save_dir) with a smaller "
+            "--learning_rate or a larger --sigma.")
+
+
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train (or resume) a run as described in the module docstring; return the result.
 
-    Stops at ``max_epochs``, after ``max_time`` minutes, or on Ctrl-C (a checkpoint is
-    saved and ``stop_reason`` says why). Raises :class:`NonFiniteLossError` if the loss
-    becomes NaN or infinite; the last good checkpoint is then left as it was.
+    Stops at ``max_epochs``, after ``max_time`` minutes, or on Ctrl-C or SIGTERM (a
+    checkpoint is saved and ``stop_reason`` says why). With ``resume``, continues the
+    run in ``config.save_dir`` if there is one, with its saved settings except those in
+    :data:`RESUME_OVERRIDES` (and ``data_dir`` if given), and refuses data that changed.
+    A resumed run on the CPU gives the same history and weights as an uninterrupted one.
+    Raises :class:`NonFiniteLossError` if the loss or weights become NaN or infinite;
+    the last good checkpoint is then left as it was.
     """
     config.validate()
+    device = resolve_device(config.device, config.gpu_id)
     save_dir = Path(config.save_dir)
     resume_from = _check_save_dir(save_dir, resume)
-    device = resolve_device(config.device, config.gpu_id)
+    with _run_lock(save_dir):
+        try:
+            return _train(config, device, save_dir, resume_from)
+        except (NNGKError, torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            # A CPU allocation failure is a plain RuntimeError; any other one is not ours.
+            out_of_memory = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
+            if not (out_of_memory or isinstance(e, NNGKError)):
+                raise
+            # Free the failed run's memory and loader worker processes now, not at Python's
+            # next garbage collection, so that a notebook can go on.
+            traceback.clear_frames(e.__traceback__)
+            if not out_of_memory:
+                raise
+            memory = "GPU memory" if device.type == "cuda" else "memory"
+            raise ResourceError(f"the run needs more {memory} than is free, so it stopped; the last checkpoint in "
+                                f"{save_dir} was kept. Free memory and continue with --resume, or start a new "
+                                "run with a smaller --batch_size or --input_size") from e
+
+
+def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_from: Path | None) -> TrainResult:
     torch.set_num_threads(available_cores())
     torch.manual_seed(config.seed)
 
-    state = safe_load(resume_from, CHECKPOINT_KIND) if resume_from else None
+    state = safe_load(resume_from, CHECKPOINT_KIND, required=STATE_KEYS) if resume_from else None
     if state is not None:
-        config = dataclasses.replace(_config_from_dict(state["config"]), max_epochs=config.max_epochs,
-                                     max_time=config.max_time, device=config.device, gpu_id=config.gpu_id,
-                                     progress=config.progress, save_dir=config.save_dir)
+        config = _resumed_config(state["config"], config)
     split = _load_split(config)
+    fingerprint = _data_fingerprint(split)
     if state is not None and state["classes"] != split.classes:
-        raise CheckpointError(f"{resume_from} was trained on classes {state['classes'][:3]}..., "
-                              f"but the data folder has {split.classes[:3]}...")
+        raise CheckpointError(f"{resume_from} was trained on classes {state['classes'][:3]}..., but the data "
+                              f"folder {config.data_dir or 'digits'} has {split.classes[:3]}...; resume with "
+                              "the run's own data (--data_dir if it moved)")
+    if state is not None and state.get("data_fingerprint", fingerprint) != fingerprint:
+        raise CheckpointError(f"the images in {config.data_dir or 'the digits folder'} are not those {resume_from} "
+                              "was trained on (files were added, removed or renamed); restore them, or start "
+                              "a new run in another --save_dir")
     num_train = len(split.train)
     if config.batch_size > num_train:
         raise ConfigError(f"--batch_size {config.batch_size} is larger than the {num_train} training images")
     if config.loss == "nngk" and config.num_neighbours > num_train - 1:
         raise ConfigError(f"--num_neighbours {config.num_neighbours} is larger than the bank allows "
-                          f"({num_train} training images, so at most {num_train - 1} other centres)")
+                          f"({num_train} training images, so at most {num_train - 1} other centres); "
+                          f"pass --num_neighbours {num_train - 1} or less")
 
     train_tf, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
-    train_set = ImageSamples(split.train, train_tf)
+    train_set = ImageSamples(split.train, train_tf, seed=config.seed)
     bank_loader = _loader(ImageSamples(split.train, eval_tf), config, device)
     model, kernel_weights, head, optimiser = _build_parts(config, split.num_trained, num_train, device)
     k_train = min(config.num_neighbours, num_train - 1)
@@ -304,19 +441,31 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         sums = state["epoch_sums"]
         bank = FeatureBank.from_state_dict(state["bank"], device) if state["bank"] is not None else None
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
 
     def save(finished: bool = False) -> None:
+        # Never replace the last good checkpoint with a broken state.
+        weights = [t for part in (model, kernel_weights, head) if part is not None
+                   for t in part.state_dict().values() if t.is_floating_point()]
+        last_trained = epoch + (step > 0)  # the (1-based) epoch of the last training step
+        _check_finite("weights", bool(torch.stack([t.isfinite().all() for t in weights]).all()), last_trained,
+                      save_dir)
+        if bank is not None:
+            _check_finite("feature bank", bool(bank.features.isfinite().all()), last_trained, save_dir)
         atomic_save({
             "kind": CHECKPOINT_KIND, "config": dataclasses.asdict(config), "classes": split.classes,
-            "num_trained": split.num_trained, "epoch": epoch, "step": step, "finished": finished,
+            "num_trained": split.num_trained, "data_fingerprint": fingerprint,
+            "epoch": epoch, "step": step, "finished": finished,
             "elapsed": elapsed, "history": history, "epoch_sums": sums,
             "model": model.state_dict(), "optimiser": optimiser.state_dict(),
             "kernel_weights": kernel_weights.state_dict() if kernel_weights is not None else None,
             "head": head.state_dict() if head is not None else None,
             "bank": bank.state_dict() if bank is not None else None, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }, save_dir / CHECKPOINT_NAME)
-        (save_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-        (save_dir / "history.json").write_text(json.dumps(history, indent=2))
+        atomic_write_text(json.dumps(dataclasses.asdict(config), indent=2), save_dir / "config.json")
+        atomic_write_text(json.dumps(history, indent=2), save_dir / "history.json")
 
     def refresh() -> None:
         nonlocal bank
@@ -325,7 +474,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             history[-1].update(_evaluate_test(config, model, bank, kernel_weights, head, split, device))
 
     started = time.monotonic() - elapsed * 60
-    stop_reason = "max_epochs"
+
+    def time_up() -> bool:
+        return config.max_time is not None and time.monotonic() - started > config.max_time * 60
+
+    # A resumed run that had already used its --max_time takes no further step.
+    stop_reason = "max_time" if elapsed > 0 and time_up() else "max_epochs"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
     with _DeferredInterrupt() as interrupt:
         while epoch < config.max_epochs and stop_reason == "max_epochs":
@@ -334,8 +488,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 refresh()
                 save()
             order = _EpochOrder(num_train, config.seed, epoch, step * config.batch_size)
-            loader = _loader(train_set, config, device, sampler=order)
-            acc = {k: torch.zeros((), device=device) for k in EPOCH_SUMS}
+            train_set.set_epoch(epoch)
+            loader = _loader(train_set, config, device, sampler=order, epoch=epoch)
+            # Starting from the saved sums keeps a resumed epoch's float additions in order.
+            acc = {k: torch.tensor(sums[k], device=device) for k in EPOCH_SUMS}
             model.train()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.max_epochs}", disable=not config.progress,
                        leave=False)
@@ -370,21 +526,19 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 acc["absent"] += labels.numel() - n_present
                 acc["correct"] += (predictions == labels).sum()
                 step += 1
-                if config.progress and step % 20 == 0:
-                    bar.set_postfix(loss=f"{float(acc['loss'] / acc['present'].clamp_min(1)):.4f}")
+                if step % CHECK_EVERY_STEPS == 0:  # a device sync, so not every step
+                    running_loss = float(acc["loss"]) / max(float(acc["present"]), 1.0)
+                    _check_finite("loss", math.isfinite(running_loss), epoch + 1, save_dir)
+                    bar.set_postfix(loss=f"{running_loss:.4f}")
                 if interrupt.requested:
                     stop_reason = "interrupted"
-                elif config.max_time is not None and time.monotonic() - started > config.max_time * 60:
+                elif time_up():
                     stop_reason = "max_time"
                 if stop_reason != "max_epochs":
                     break
             bar.close()
-            if not math.isfinite(float(acc["loss"])):
-                raise NonFiniteLossError(
-                    f"the loss became non-finite in epoch {epoch + 1}; the last good checkpoint in {save_dir} "
-                    "was kept. Try a larger --sigma or a smaller --learning_rate.")
-            for key in EPOCH_SUMS:
-                sums[key] += float(acc[key])
+            _check_finite("loss", bool(acc["loss"].isfinite()), epoch + 1, save_dir)
+            sums = {key: float(acc[key]) for key in EPOCH_SUMS}
             elapsed = (time.monotonic() - started) / 60
             if stop_reason != "max_epochs" and step * config.batch_size < num_train:
                 save()  # mid-epoch: resume continues this epoch from the next batch
@@ -400,14 +554,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if stop_reason == "interrupted":
         print(f"Interrupted: checkpoint saved in {save_dir}; continue with --resume.", file=sys.stderr)
         return TrainResult(config, split, model, bank, kernel_weights, head, history, {}, stop_reason)
-    if bank is None or bank.refreshed_at_epoch != epoch:
+    if bank is None or bank.refreshed_at_epoch != epoch or step > 0:
+        # A run stopped mid-epoch by --max_time is evaluated (and kept) with a bank of its final model.
         bank = FeatureBank.build(model, bank_loader, device, k_train, epoch, config.progress)
     evaluation = _evaluate_test(config, model, bank, kernel_weights, head, split, device)
     if history:
         history[-1].update(evaluation)
     evaluation = {"epochs": epoch, "minutes": elapsed, "stop_reason": stop_reason, **evaluation}
     save(finished=True)
-    (save_dir / "eval.json").write_text(json.dumps(evaluation, indent=2))
+    atomic_write_text(json.dumps(evaluation, indent=2), save_dir / "eval.json")
     return TrainResult(config, split, model, bank, kernel_weights, head, history, evaluation, stop_reason)
 
 
@@ -427,11 +582,14 @@ class LoadedRun:
 
 
 def load_run(save_dir, device="cpu") -> LoadedRun:
-    """Read ``save_dir/checkpoint.pt`` and rebuild the model, kernel weights and bank."""
-    path = Path(save_dir) / CHECKPOINT_NAME
-    state = safe_load(path, CHECKPOINT_KIND)
+    """Read ``save_dir/checkpoint.pt`` (or a checkpoint file given directly) and rebuild
+    the model, kernel weights and bank. Raises :class:`CheckpointError` naming the file."""
+    path = Path(save_dir)
+    if not path.is_file():
+        path = path / CHECKPOINT_NAME
+    state = safe_load(path, CHECKPOINT_KIND, required=STATE_KEYS)
     config = _config_from_dict(state["config"])
-    device = torch.device(device)
+    device = resolve_device(str(device))
     model, kernel_weights, head, _ = _build_parts(dataclasses.replace(config, pretrained="none"),
                                                   state["num_trained"], 1, device)
     try:
@@ -441,7 +599,7 @@ def load_run(save_dir, device="cpu") -> LoadedRun:
             kernel_weights.load_state_dict(state["kernel_weights"])
         if head is not None:
             head.load_state_dict(state["head"])
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path} does not match the model it names: {str(e)[:200]}") from e
     if state["bank"] is None:
         raise CheckpointError(f"{path} holds no feature bank yet (the run stopped before its first refresh)")
@@ -459,8 +617,15 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad flag in one line, like every other error of the command line."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m nngk_lab.train",
         description="Train an embedding with the nearest-neighbour Gaussian kernel loss (Meyer et al. 2018). "
                     "Without --data_dir it trains a small CNN on the embedded digits; with it, ResNet18 "
@@ -471,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "default: the embedded digits")
     a("--save_dir", required=True, help="folder for the checkpoint, config, history and evaluation")
     a("--num_classes", type=int, help="train on the first N classes (sorted folder names); the rest are "
-                                      "held out for retrieval. Default: the first half")
+                                      "held out for retrieval. Default: the first half (at least 2)")
     a("--test_fraction", type=float, help="share of each trained class kept as test images (default 0.2)")
     a("--im_ext", help="only use image files with this extension, e.g. jpg (default: all common types)")
     a("--model", choices=MODEL_NAMES, help="backbone (default resnet18; small_cnn for the digits)")
@@ -497,7 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--amp", action="store_true", help="bf16 autocast for the network (GPU)")
     a("--workers", type=int, help="data loader worker processes (default: cores - 1, at most 4)")
     a("--seed", type=int, help="random seed (default 0)")
-    a("--resume", action="store_true", help="continue the run in --save_dir from its checkpoint")
+    a("--resume", action="store_true", help="continue the run in --save_dir from its checkpoint, with its "
+                                            "settings (start one if there is none)")
     a("--no_progress", action="store_true", help="no progress bars")
     return p
 
@@ -507,17 +673,44 @@ def print_evaluation(evaluation: dict) -> None:
         print(f"  {key:28s} {value:.4f}" if isinstance(value, float) else f"  {key:28s} {value}")
 
 
+def _resume_args(args: dict) -> dict:
+    """Flags for ``--resume`` of the run in ``--save_dir``: refuse those it would ignore (it
+    keeps its settings), and take ``--max_epochs``, ``--max_time`` and ``--data_dir`` from
+    its last session unless given, so that a plain ``--resume`` finishes the run as planned."""
+    save_dir = Path(args["save_dir"])
+    try:
+        saved = json.loads((save_dir / "config.json").read_text()) if (save_dir / CHECKPOINT_NAME).exists() else {}
+    except (OSError, ValueError):  # no readable config.json: train() still checks the checkpoint itself
+        return args
+    for name, value in args.items():
+        if value is not None and name in saved and name not in RESUME_OVERRIDES and name != "data_dir" \
+                and value != saved[name]:
+            raise ConfigError(f"--{name} {value} differs from the run in {save_dir} ({name} {saved[name]}); a "
+                              "resumed run keeps its settings: leave the flag out, or start a new run in "
+                              "another --save_dir")
+    planned = {name: saved[name] for name in ("max_epochs", "max_time", "data_dir")
+               if args.get(name) is None and name in saved}
+    return {**args, **planned}
+
+
 def main(argv=None) -> int:
+    """The command line: every nngk_lab error is printed as one line, with exit status 2."""
     args = vars(build_parser().parse_args(argv))
     resume = args.pop("resume")
     args["progress"] = not args.pop("no_progress")
     args["amp"] = args["amp"] or None
     try:
+        if resume:
+            args = _resume_args(args)
         config = make_config(**args)
         result = train(config, resume=resume)
     except NNGKError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"error: stopped at once by a second Ctrl-C; the last checkpoint in {args['save_dir']} was kept",
+              file=sys.stderr)
+        return 130
     if result.stop_reason == "interrupted":
         return 130
     print(f"Finished ({result.stop_reason}) after {len(result.history)} epochs; saved in {config.save_dir}")
