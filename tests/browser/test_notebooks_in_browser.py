@@ -1,0 +1,71 @@
+"""The notebooks as a student uses them: JupyterLab in headless Chromium, Run All Cells,
+then move a widget and check the output on screen changes.
+
+Screenshots go to test-artifacts/ (listed at the end of pytest's output).
+Run only these: ``pytest -m browser``; everything else: ``pytest -m "not browser"``.
+"""
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+SIGMA_NOTEBOOK = "notebooks/03_sigma_sensitivity.ipynb"
+GALLERY_NOTEBOOK = "notebooks/05_neighbour_galleries.ipynb"
+
+
+def press_slider(widget, presses: int = 3) -> None:
+    """Focus the slider's handle and press PageUp (PageDown from the maximum), as a
+    keyboard user would."""
+    handle = widget.locator(".noUi-handle")
+    at_max = float(handle.get_attribute("aria-valuenow")) >= float(handle.get_attribute("aria-valuemax"))
+    handle.focus()
+    for _ in range(presses):
+        handle.press("PageDown" if at_max else "PageUp")
+
+
+def readout(widget) -> str:
+    return widget.locator(".widget-readout").inner_text()
+
+
+def accuracies(display: dict) -> list[str]:
+    """The accuracy numbers shown ("test accuracy: 0.983 ...")."""
+    return [m.group(1) for text in display["texts"] for m in re.finditer(r"accuracy:\s*([0-9.]+)", text, re.I)]
+
+
+def test_sigma_slider_changes_displayed_accuracy_or_probabilities(open_notebook):
+    notebook = open_notebook(SIGMA_NOTEBOOK)
+    notebook.run_all_cells()
+    slider = notebook.widget("sigma")
+    before, sigma_before = notebook.displayed(), readout(slider)
+    assert accuracies(before), f"no accuracy shown: {before['texts']}"
+    assert before["images"], "no plot shown under the widgets"
+    notebook.screenshot("sigma-before", slider)
+
+    press_slider(slider)
+    after = notebook.wait_for_display_change(before)
+    notebook.assert_no_errors()
+    notebook.screenshot("sigma-after", slider)
+
+    assert readout(slider) != sigma_before
+    assert accuracies(after), f"no accuracy shown after moving sigma: {after['texts']}"
+    assert accuracies(after) != accuracies(before) or after["images"] != before["images"], \
+        "moving sigma changed neither the accuracy nor the probability plot"
+
+
+def test_gallery_redraws_for_another_query(open_notebook):
+    notebook = open_notebook(GALLERY_NOTEBOOK)
+    notebook.run_all_cells()
+    query = notebook.widget("query")
+    before, query_before = notebook.displayed(), readout(query)
+    assert before["images"], "no gallery shown under the widgets"
+    notebook.screenshot("gallery-before", query)
+
+    press_slider(query, presses=1)
+    after = notebook.wait_for_display_change(before)
+    notebook.assert_no_errors()
+    notebook.screenshot("gallery-after", query)
+
+    assert readout(query) != query_before
+    assert after["images"] and after["images"] != before["images"], "the gallery was not redrawn"
