@@ -17,6 +17,7 @@ queries in independent blocks, so its time grows linearly with their number, and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -84,11 +85,7 @@ def run_in_subprocess(method, num_centres, num_queries, k, dim) -> dict:
 
 
 def faiss_installed() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("faiss") is not None
 
 
 def main(argv=None) -> None:

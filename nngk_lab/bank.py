@@ -3,8 +3,6 @@ and each one's K nearest other centres, plus an exact neighbour search in bounde
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from tqdm.auto import tqdm

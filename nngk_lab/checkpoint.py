@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 FORMAT_VERSION = 1
 TEMP_SUFFIX = ".tmp"
@@ -104,7 +104,7 @@ def safe_load(path, expected_kind: str | None = None, map_location="cpu", requir
             raise CheckpointError(f"{path} is not a nngk_lab checkpoint: it holds Python objects other than "
                                   "tensors, numbers and strings, and nngk_lab never loads files that could run "
                                   "code") from e
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        reason = first_line(e)
         raise CheckpointError(f"checkpoint {path} cannot be read (truncated, corrupt or not a "
                               f"nngk_lab file): {reason}") from e
     if not isinstance(obj, dict) or not isinstance(obj.get("format_version"), int):

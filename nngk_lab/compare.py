@@ -135,6 +135,13 @@ def main(argv=None) -> int:
                                          "evaluated (default cpu)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.out:  # checked before any evaluation, which can take minutes
+        out = Path(args.out)
+        formats = Figure().canvas.get_supported_filetypes()
+        if not out.parent.is_dir() or out.suffix.lstrip(".").lower() not in formats:
+            print(f"error: --out {out} must name a file in an existing folder, ending in one of "
+                  f".{', .'.join(sorted(formats))}", file=sys.stderr)
+            return 2
     try:
         device = resolve_device(args.device)
         runs = [load_metrics(path, device, progress=not args.no_progress) for path in args.runs]

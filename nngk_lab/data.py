@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -115,8 +115,10 @@ def load_rgb(path: str) -> Image.Image:
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(background, im)
             return im.convert("RGB")
+    except MemoryError:
+        raise  # not a broken file: training's out-of-memory handling must see it
     except Exception as e:  # PIL raises many types for broken files; all mean "unreadable"
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        reason = first_line(e)
         raise DataError(f"cannot read image {path} ({reason}); replace or delete it (python -m nngk_lab.data "
                         "--check DATA_DIR lists every unreadable image)") from e
 

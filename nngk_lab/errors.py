@@ -41,3 +41,9 @@ class ResourceError(NNGKError):
 
 class NonFiniteLossError(NNGKError):
     """Training produced a NaN or infinite loss or weights; the last good checkpoint is kept."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name if it has none), for
+    one-sentence errors that quote a library's reason."""
+    return (str(error).splitlines() or [type(error).__name__])[0][:limit]

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .bank import FeatureBank, _auto_chunk_rows, embed, nearest_neighbours
+from .checkpoint import atomic_write_text
 from .data import ImageSamples, build_transforms
 from .errors import DataError, NNGKError
 from .loss import kernel_log_probs
@@ -260,7 +261,7 @@ def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -
         "epochs": len(run.history), "finished": run.finished,
         "trained": trained, "untrained": untrained,
     }
-    (save_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(json.dumps(metrics, indent=2), save_dir / METRICS_NAME)
     return metrics
 
 

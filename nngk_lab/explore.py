@@ -18,9 +18,8 @@ from .bank import FeatureBank, embed, nearest_neighbours
 from .data import ImageSamples, build_transforms, export_digits, load_rgb, scan_image_folder, split_samples
 from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict, recall_at_k
 from .loss import class_log_probs, kernel_log_probs, neighbour_logits
-from .models import build_model
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
-from .train import LoadedRun, TrainConfig, load_run
+from .train import LoadedRun, TrainConfig, build_initial_parts, load_run
 
 EMBED_BATCH = 256
 SORTED_NEIGHBOURS = 1000  # test-image neighbour lists kept per Embeddings (memory: Q x this)
@@ -115,17 +114,17 @@ def run_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) -> Embed
 
 def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) -> dict[str, torch.Tensor]:
     """"Before training": the training images (``"train"``) and held-out images
-    (``"heldout"``) embedded by a randomly initialised network of the run's architecture,
-    seeded like the run. Cached next to the run."""
+    (``"heldout"``) embedded by the network the run started from (rebuilt as
+    :func:`nngk_lab.evaluate.evaluate_run` rebuilds its untrained baseline, without
+    touching torch's global generator). Cached next to the run."""
     run_dir = Path(run_dir)
 
     def compute() -> dict:
         loaded = run if run is not None else load_run(run_dir, device)
         c = loaded.config
-        torch.manual_seed(c.seed)
-        model = build_model(c.model, embedding_dim=c.embedding_dim, final_relu=c.final_relu,
-                            dropout=c.dropout, pretrained="none").to(device)
         split = run_split(c, loaded.num_trained)
+        with torch.random.fork_rng(devices=[]):
+            model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device))[0]
         out = {}
         for name, samples in (("train", split.train), ("heldout", split.heldout)):
             out[name] = embed_samples(model, c, samples, device, desc=f"untrained network: {name}")[0].cpu() \

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 MODEL_NAMES = ("resnet18", "small_cnn")
 
@@ -72,7 +72,7 @@ def _resnet18_trunk(pretrained: str, final_relu: bool) -> nn.Module:
                 net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             except Exception as e:  # torch raises many types for foreign or truncated files
                 raise ConfigError(f"--pretrained file {path} is not a ResNet18 state dict: "
-                                  f"{str(e).splitlines()[0][:200]}") from e
+                                  f"{first_line(e)}") from e
         elif pretrained == "auto":
             warnings.warn(
                 f"ImageNet weights for ResNet18 were not found at {path}, so the network starts "

@@ -171,7 +171,10 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
 def run_fingerprint(save_dir) -> dict:
     """Identifies one state of a run's checkpoint, so caches made from it can tell when
     the run was retrained."""
-    stat = (Path(save_dir) / CHECKPOINT_NAME).stat()
+    path = Path(save_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{save_dir} holds no {CHECKPOINT_NAME}; train the run first (notebook 2)")
+    stat = path.stat()
     return {"run": str(Path(save_dir).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 

@@ -437,7 +437,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
             if head is not None:
                 head.load_state_dict(state["head"])
             optimiser.load_state_dict(state["optimiser"])
-        except (RuntimeError, KeyError, ValueError) as e:
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{resume_from} does not match this model and data: {str(e)[:200]}") from e
         epoch, step, history, elapsed = state["epoch"], state["step"], state["history"], state["elapsed"]
         sums = state["epoch_sums"]
@@ -662,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", help="cpu, cuda, cuda:N or auto (GPU if there is one). Default: cpu")
     a("--gpu_id", type=int, help="train on this GPU (as the original); leave out for the CPU")
     a("--amp", action="store_true", help="bf16 autocast for the network (GPU)")
-    a("--workers", type=int, help="data loader worker processes (default: cores - 1, at most 4)")
+    a("--workers", type=int, help="data loader worker processes (default: cores - 1; none on 2 cores or fewer)")
     a("--seed", type=int, help="random seed (default 0)")
     a("--resume", action="store_true", help="continue the run in --save_dir from its checkpoint, with its "
                                             "settings (start one if there is none)")

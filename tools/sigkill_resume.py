@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from nngk_lab.checkpoint import safe_load  # noqa: E402
+from nngk_lab.errors import CheckpointError  # noqa: E402
 from nngk_lab.train import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run  # noqa: E402
 from nngk_lab.train import main as train_main  # noqa: E402
 from tiny_tree import make_tree, pin_to_one_core, subprocess_env, tiny_argv  # noqa: E402
@@ -151,8 +152,12 @@ def run_trials(kills: int, work: Path, seed: int = 0, fork: bool = False, log=pr
     # Finally the run must resume and finish: one more epoch than the checkpoint holds.
     last_epoch = progress[0] if progress else 0
     proc = _Training(tree, save_dir, fork, max_epochs=last_epoch + 1)
-    proc.wait(600)
-    finished = proc.returncode == 0 and load_run(save_dir).finished and not _temp_files(save_dir)
+    if not proc.wait(600):
+        proc.kill()  # never leave it training while its folder is deleted
+    try:
+        finished = proc.returncode == 0 and load_run(save_dir).finished and not _temp_files(save_dir)
+    except CheckpointError:
+        finished = False
     if not finished:
         failures.append(f"final resume: status {proc.returncode}: {proc.errors()}")
     log(f"{kills} kills, {caught_writing} of them mid-write (a temporary file was left); final resume to "
