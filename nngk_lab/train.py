@@ -480,6 +480,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     def time_up() -> bool:
         return config.max_time is not None and time.monotonic() - started > config.max_time * 60
 
+    resumed_at = (epoch, step)
     # A resumed run that had already used its --max_time takes no further step.
     stop_reason = "max_time" if elapsed > 0 and time_up() else "max_epochs"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
@@ -556,6 +557,12 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     if stop_reason == "interrupted":
         print(f"Interrupted: checkpoint saved in {save_dir}; continue with --resume.", file=sys.stderr)
         return TrainResult(config, split, model, bank, kernel_weights, head, history, {}, stop_reason)
+    saved_evaluation = _saved_evaluation(save_dir) if state is not None and state["finished"] else None
+    if saved_evaluation is not None and (epoch, step) == resumed_at:
+        # Resuming a finished run with nothing left to train: its files stay as they are,
+        # so caches and metrics.json made from them stay valid.
+        return TrainResult(config, split, model, bank, kernel_weights, head, history, saved_evaluation,
+                           saved_evaluation.get("stop_reason", stop_reason))
     if bank is None or bank.refreshed_at_epoch != epoch or step > 0:
         # A run stopped mid-epoch by --max_time is evaluated (and kept) with a bank of its final model.
         bank = FeatureBank.build(model, bank_loader, device, k_train, epoch, config.progress)
@@ -566,6 +573,13 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     save(finished=True)
     atomic_write_text(json.dumps(evaluation, indent=2), save_dir / "eval.json")
     return TrainResult(config, split, model, bank, kernel_weights, head, history, evaluation, stop_reason)
+
+
+def _saved_evaluation(save_dir: Path) -> dict | None:
+    try:
+        return json.loads((save_dir / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass

@@ -141,7 +141,13 @@ def test_cli_resume_of_a_finished_run(cli_run, tree, tmp_path, capsys):
     save_dir = tmp_path / "run"
     shutil.copytree(cli_run[0], save_dir)
     first = json.loads((save_dir / "history.json").read_text())
+    files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in save_dir.iterdir() if p.is_file()}
     assert main(["--data_dir", str(tree), "--save_dir", str(save_dir), *TINY_FLAGS, "--resume"]) == 0
+    # Nothing left to train: the saved evaluation is printed and no file is rewritten.
+    assert json.loads((save_dir / "eval.json").read_text())["kernel_accuracy"] is not None
+    assert f"{json.loads((save_dir / 'eval.json').read_text())['kernel_accuracy']:.4f}" in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in save_dir.iterdir() if p.is_file()
+            if p.name in files} == files
     assert json.loads((save_dir / "history.json").read_text()) == first
     # Asking for one more epoch continues from the checkpoint rather than starting again.
     assert main(["--data_dir", str(tree), "--save_dir", str(save_dir), *TINY_FLAGS,
