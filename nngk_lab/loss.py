@@ -32,9 +32,16 @@ from torch import nn
 DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR = 30
 
 
-def _check_sigma(sigma: float) -> None:
+def check_loss_inputs(features: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
+                      sigma: float) -> None:
+    """Raise ValueError unless features (B, D), centres (N, D), neighbours (B, K) and sigma > 0 fit."""
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    if features.dim() != 2 or centres.dim() != 2 or features.shape[1] != centres.shape[1]:
+        raise ValueError(f"features {tuple(features.shape)} and centres {tuple(centres.shape)} "
+                         "must be (B, D) and (N, D) with the same D")
+    if neighbours.dim() != 2 or neighbours.shape[0] != features.shape[0]:
+        raise ValueError(f"neighbours {tuple(neighbours.shape)} must be (B, K) with B = {features.shape[0]}")
 
 
 def neighbour_logits(features: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
@@ -47,12 +54,7 @@ def neighbour_logits(features: torch.Tensor, centres: torch.Tensor, neighbours: 
     ``features`` and ``log_weights``. ``centre_sq_norms`` (N,), if given, saves
     recomputing ``||c_i||^2`` for the gathered centres.
     """
-    _check_sigma(sigma)
-    if features.dim() != 2 or centres.dim() != 2 or features.shape[1] != centres.shape[1]:
-        raise ValueError(f"features {tuple(features.shape)} and centres {tuple(centres.shape)} "
-                         "must be (B, D) and (N, D) with the same D")
-    if neighbours.dim() != 2 or neighbours.shape[0] != features.shape[0]:
-        raise ValueError(f"neighbours {tuple(neighbours.shape)} must be (B, K) with B = {features.shape[0]}")
+    check_loss_inputs(features, centres, neighbours, sigma)
     batch, k = neighbours.shape
     centres = centres.detach()
     # ||x - c||^2 = ||x||^2 + ||c||^2 - 2 x.c: only the dot products x.c need the centres.

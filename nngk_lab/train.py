@@ -40,6 +40,7 @@ from .data import DataSplit, ImageSamples, build_transforms, export_digits, scan
 from .device import available_cores, default_workers, resolve_device
 from .errors import CheckpointError, ConfigError, NNGKError, NonFiniteLossError, ResourceError
 from .evaluate import classification_metrics
+from .fused_loss import fused_kernel_nll, fused_loss_usable
 from .loss import KernelWeights, class_log_probs, kernel_nll
 from .models import MODEL_NAMES, build_model
 
@@ -48,7 +49,8 @@ RUN_FILES = ("config.json", "history.json", "eval.json")
 STATE_KEYS = ("config", "classes", "num_trained", "epoch", "step", "finished", "elapsed", "history", "epoch_sums",
               "model", "optimiser", "kernel_weights", "head", "bank", "rng")
 # Settings a resumed run takes from the caller rather than from its checkpoint.
-RESUME_OVERRIDES = ("max_epochs", "max_time", "device", "gpu_id", "amp", "workers", "progress", "save_dir")
+RESUME_OVERRIDES = ("max_epochs", "max_time", "device", "gpu_id", "amp", "fused_loss", "workers", "progress",
+                    "save_dir")
 CHECK_EVERY_STEPS = 20
 CHECKPOINT_KIND = "nngk_lab.TrainState"
 LOSSES = ("nngk", "softmax")
@@ -87,6 +89,7 @@ class TrainConfig:
     device: str | None = None
     gpu_id: int | None = None
     amp: bool = False                    # bf16 autocast on the GPU
+    fused_loss: bool = True              # the Triton loss on a GPU, if it passes its check there
     workers: int | None = None
     seed: int = 0
     progress: bool = True
@@ -484,6 +487,8 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     # A resumed run that had already used its --max_time takes no further step.
     stop_reason = "max_time" if elapsed > 0 and time_up() else "max_epochs"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
+    nll = fused_kernel_nll if config.loss == "nngk" and config.fused_loss and fused_loss_usable(device) \
+        else kernel_nll
     with _DeferredInterrupt() as interrupt:
         while epoch < config.max_epochs and stop_reason == "max_epochs":
             if config.loss == "nngk" and (bank is None or (epoch % config.update_interval == 0
@@ -509,8 +514,8 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
                 if kernel_weights is not None:
                     index = index.to(device, non_blocking=True)
                     neighbours = bank.neighbours[index]
-                    out = kernel_nll(features, labels, bank.features, bank.labels, neighbours,
-                                     kernel_weights.log_weights, config.sigma, bank.sq_norms)
+                    out = nll(features, labels, bank.features, bank.labels, neighbours,
+                              kernel_weights.log_weights, config.sigma, bank.sq_norms)
                     loss, present = out.loss, out.present
                     with torch.no_grad():
                         predictions = class_log_probs(out.logits.detach(), bank.labels[neighbours],
@@ -676,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", help="cpu, cuda, cuda:N or auto (GPU if there is one). Default: cpu")
     a("--gpu_id", type=int, help="train on this GPU (as the original); leave out for the CPU")
     a("--amp", action="store_true", help="bf16 autocast for the network (GPU)")
+    a("--fused_loss", type=_bool, help="on a GPU, compute the loss with fused Triton kernels once they have "
+                                       "matched the plain PyTorch loss there (default true)")
     a("--workers", type=int, help="data loader worker processes (default: cores - 1; none on 2 cores or fewer)")
     a("--seed", type=int, help="random seed (default 0)")
     a("--resume", action="store_true", help="continue the run in --save_dir from its checkpoint, with its "
