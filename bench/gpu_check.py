@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nngk_lab.bank import _auto_chunk_rows, embed, nearest_neighbours
 from nngk_lab.device import available_cores, default_workers
+from nngk_lab.fused_loss import fused_kernel_nll, fused_loss_usable
 from nngk_lab.loss import kernel_nll
 from nngk_lab.models import build_model
 from nngk_lab.train import make_config, train
@@ -125,11 +126,11 @@ def _loss_inputs(batch, num_centres, num_classes, k, dim, seed=0):
     return features, targets, centres, centre_labels, neighbours, log_weights
 
 
-def _loss_and_grads(inputs, sigma, device):
+def _loss_and_grads(inputs, sigma, device, loss_fn=kernel_nll):
     features, targets, centres, centre_labels, neighbours, log_weights = (t.to(device) for t in inputs)
     x = features.clone().requires_grad_(True)
     v = log_weights.clone().requires_grad_(True)
-    loss = kernel_nll(x, targets, centres, centre_labels, neighbours, v, sigma, centres.square().sum(1)).loss
+    loss = loss_fn(x, targets, centres, centre_labels, neighbours, v, sigma, centres.square().sum(1)).loss
     loss.backward()
     return loss.detach(), x.grad, v.grad
 
@@ -148,15 +149,24 @@ class _FixedImages(Dataset):
         return self.image, 0, index
 
 
+def _fused_usable(device: torch.device, report: Report) -> bool:
+    usable = fused_loss_usable(device)
+    if not usable:  # expected on the CPU without TRITON_INTERPRET=1, a failure on a GPU
+        report.add("correct", "fused Triton loss usable", check="FAIL" if device.type == "cuda" else None)
+    return usable
+
+
 def check_correctness(s: Sizes, device: torch.device, report: Report) -> None:
     cpu = torch.device("cpu")
+    fused = _fused_usable(device, report)
     for name, batch, n, c in s.loss_cases:
         inputs = _loss_inputs(batch, n, c, s.k, s.dim)
         ref = _loss_and_grads(inputs, s.sigma, cpu)
-        got = _loss_and_grads(inputs, s.sigma, device)
-        errs = [_rel(g, r) for g, r in zip(got, ref)]
-        report.add("correct", f"loss {name} value, d/dx, d/dv vs CPU", "fp32",
-                   check=_verdict(max(errs) < 1e-4, "rel err " + ", ".join(f"{e:.1e}" for e in errs)))
+        for loss_name, loss_fn in [("loss", kernel_nll)] + [("fused loss", fused_kernel_nll)] * fused:
+            got = _loss_and_grads(inputs, s.sigma, device, loss_fn)
+            errs = [_rel(g, r) for g, r in zip(got, ref)]
+            report.add("correct", f"{loss_name} {name} value, d/dx, d/dv vs CPU", "fp32",
+                       check=_verdict(max(errs) < 1e-4, "rel err " + ", ".join(f"{e:.1e}" for e in errs)))
 
     centres = torch.randn(s.check_centres, s.dim, generator=torch.Generator().manual_seed(1))
     d_ref, i_ref = nearest_neighbours(centres, centres, s.k, exclude_self=True)
@@ -205,13 +215,17 @@ def time_loss(s: Sizes, device: torch.device, report: Report) -> None:
         sq = centres.square().sum(1)
         x, v = features.clone().requires_grad_(True), log_weights.clone().requires_grad_(True)
 
-        def loss():
-            kernel_nll(x, targets, centres, labels, neighbours, v, s.sigma, sq).loss.backward()
+        def loss(loss_fn):
+            return lambda: loss_fn(x, targets, centres, labels, neighbours, v, s.sigma, sq).loss.backward()
 
-        t_loss = mean_time(loss, 20, device)
+        t_loss = mean_time(loss(kernel_nll), 20, device)
         t_gather = mean_time(lambda: centres.index_select(0, neighbours.reshape(-1)), 20, device)
         report.add("loss", f"{name} B={batch} N={n} C={c} fwd+bwd", "fp32", t_loss,
                    ratio=f"x{t_loss / t_gather:.2f} gather ({t_gather * 1e3:.3g} ms)")
+        if fused_loss_usable(device):
+            t_fused = mean_time(loss(fused_kernel_nll), 20, device)
+            report.add("loss", f"fused {name} B={batch} N={n} C={c} fwd+bwd", "fp32", t_fused,
+                       ratio=f"x{t_fused / t_loss:.3f} plain, x{t_fused / t_gather:.2f} gather")
 
 
 def time_steps(s: Sizes, device: torch.device, report: Report) -> None:

@@ -8,6 +8,7 @@ from bench import bench_loss, bench_search, bench_step, gpu_check
 
 def test_gpu_check_dry_run_passes_and_writes_its_table(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OUT", str(tmp_path))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the fused loss's rows run on the CPU too
     assert gpu_check.main(["--dry-run"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
     parts = {r["part"] for r in rows}
@@ -16,6 +17,8 @@ def test_gpu_check_dry_run_passes_and_writes_its_table(tmp_path, monkeypatch, ca
     assert checks and all(c.startswith("ok") for c in checks), checks
     table = (tmp_path / "gpu_check.txt").read_text()
     assert "nngk step" in table and "matmul alone" in table
+    assert "fused loss tiny-gather" in table
+    assert any(r["part"] == "loss" and "plain" in r["ratio"] for r in rows if r["case"].startswith("fused"))
     assert table in capsys.readouterr().out
 
 
