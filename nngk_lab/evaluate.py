@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .bank import FeatureBank, _auto_chunk_rows, embed, nearest_neighbours
+from .bank import FeatureBank, _auto_chunk_rows, drop_self, embed, nearest_neighbours
 from .checkpoint import atomic_write_text
 from .data import ImageSamples, build_transforms
 from .errors import DataError, NNGKError
@@ -102,21 +102,17 @@ def _neighbour_labels(features: torch.Tensor, labels: torch.Tensor, k: int, chun
     """Yield ``(rows, labels of the k nearest other items of each query in rows)``, a
     chunk of queries at a time, nearest first.
 
-    Each chunk asks :func:`nearest_neighbours` for k + 1 neighbours and drops the query
-    itself, so the output of one chunk (rows, k) is never larger than the search's own
-    (rows, N) distance block. When exact duplicates tie with the query at distance 0 and
-    push it out of the k + 1, the last neighbour is dropped instead, which is equivalent.
+    Each chunk asks :func:`nearest_neighbours` for k + 1 neighbours and
+    :func:`nngk_lab.bank.drop_self` removes the query itself, so the output of one chunk
+    (rows, k) is never larger than the search's own (rows, N) distance block.
     """
     n = features.shape[0]
     labels = labels.to(features.device)
     rows = chunk_size or _auto_chunk_rows(n, features.device)
-    last_column = torch.arange(k + 1, device=features.device) == k
     for start in tqdm(range(0, n, rows), desc=desc, disable=not progress, leave=False):
         stop = min(start + rows, n)
-        _, idx = nearest_neighbours(features[start:stop], features, k + 1, chunk_size=rows)
-        is_self = idx == torch.arange(start, stop, device=idx.device).unsqueeze(1)
-        drop = is_self | (~is_self.any(1, keepdim=True) & last_column)
-        yield slice(start, stop), labels[idx[~drop].view(stop - start, k)]
+        _, idx = drop_self(*nearest_neighbours(features[start:stop], features, k + 1, chunk_size=rows), start)
+        yield slice(start, stop), labels[idx]
 
 
 def recall_at_k(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = RECALL_KS,
