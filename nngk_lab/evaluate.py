@@ -39,6 +39,23 @@ RECALL_KS = (1, 2, 4, 8)
 METRICS_NAME = "metrics.json"
 
 
+def _kernel_neighbours(queries: torch.Tensor, bank: FeatureBank, num_neighbours: int,
+                       chunk_size: int | None = None) -> torch.Tensor:
+    """Indices (Q, K) of each query's K nearest centres in the whole bank, nearest first;
+    K is capped at the bank size."""
+    k = min(num_neighbours, len(bank))
+    return nearest_neighbours(queries, bank.features, k, chunk_size=chunk_size)[1]
+
+
+def _kernel_log_probs(queries: torch.Tensor, bank: FeatureBank, neighbours: torch.Tensor,
+                      log_weights: torch.Tensor, sigma: float, num_classes: int) -> torch.Tensor:
+    log_weights = log_weights.to(bank.features.device)
+    return torch.cat([
+        kernel_log_probs(queries[s:s + LOSS_CHUNK_ROWS], bank.features, bank.labels,
+                         neighbours[s:s + LOSS_CHUNK_ROWS], log_weights, sigma, num_classes)
+        for s in range(0, queries.shape[0], LOSS_CHUNK_ROWS)])
+
+
 @torch.no_grad()
 def kernel_predict_log_probs(queries: torch.Tensor, bank: FeatureBank, log_weights: torch.Tensor,
                              sigma: float, num_neighbours: int, num_classes: int,
@@ -46,13 +63,8 @@ def kernel_predict_log_probs(queries: torch.Tensor, bank: FeatureBank, log_weigh
     """Test-time classification: each query's K nearest centres in the whole bank, then
     the per-class kernel sums as log-probabilities (Q, num_classes). K is capped at the
     bank size."""
-    k = min(num_neighbours, len(bank))
-    _, neighbours = nearest_neighbours(queries, bank.features, k, chunk_size=chunk_size)
-    log_weights = log_weights.to(bank.features.device)
-    return torch.cat([
-        kernel_log_probs(queries[s:s + LOSS_CHUNK_ROWS], bank.features, bank.labels,
-                         neighbours[s:s + LOSS_CHUNK_ROWS], log_weights, sigma, num_classes)
-        for s in range(0, queries.shape[0], LOSS_CHUNK_ROWS)])
+    neighbours = _kernel_neighbours(queries, bank, num_neighbours, chunk_size)
+    return _kernel_log_probs(queries, bank, neighbours, log_weights, sigma, num_classes)
 
 
 @torch.no_grad()
@@ -77,9 +89,10 @@ def classification_metrics(queries: torch.Tensor, labels: torch.Tensor, bank: Fe
     ``log_weights`` None means every kernel weight is 1 (a softmax run has none)."""
     if log_weights is None:
         log_weights = torch.zeros(len(bank), device=bank.features.device)
-    log_probs = kernel_predict_log_probs(queries, bank, log_weights, sigma, num_neighbours, num_classes)
+    neighbours = _kernel_neighbours(queries, bank, num_neighbours)  # one search: 1-NN is the first of them
+    log_probs = _kernel_log_probs(queries, bank, neighbours, log_weights, sigma, num_classes)
     result = {"kernel_accuracy": accuracy(log_probs.argmax(1), labels),
-              "nearest_neighbour_accuracy": accuracy(nearest_neighbour_predict(queries, bank), labels)}
+              "nearest_neighbour_accuracy": accuracy(bank.labels[neighbours[:, 0]], labels)}
     if head is not None:
         result["softmax_accuracy"] = accuracy(head(queries).argmax(1), labels)
     return result
