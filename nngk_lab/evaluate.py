@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from .bank import FeatureBank, _auto_chunk_rows, drop_self, embed, nearest_neighbours
 from .checkpoint import atomic_write_text
-from .data import ImageSamples, build_transforms
 from .errors import DataError, NNGKError
 from .loss import kernel_log_probs
 
@@ -239,13 +238,11 @@ def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -
     run = training.load_run(save_dir, device)
     config = dataclasses.replace(run.config, progress=progress,
                                  data_dir=str(data_dir) if data_dir is not None else run.config.data_dir)
-    split = training._load_split(config)
+    split = training.load_split(config)
     if split.classes != run.classes:
         raise DataError(f"{save_dir} was trained on classes {run.classes[:3]}... ({len(run.classes)}), "
                         f"but the data folder has {split.classes[:3]}... ({len(split.classes)})")
-    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
-    loaders = {part: training._loader(ImageSamples(getattr(split, part), eval_tf), config, device)
-               for part in ("train", "test", "heldout")}
+    loaders = training.eval_loaders(config, split, device)
 
     def embed_bank(model: nn.Module, name: str) -> FeatureBank:  # classification needs no neighbour lists
         return FeatureBank(*embed(model, loaders["train"], device, progress, desc=f"{name}: training images"))

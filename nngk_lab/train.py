@@ -223,7 +223,10 @@ def _ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _load_split(config: TrainConfig) -> DataSplit:
+def load_split(config: TrainConfig) -> DataSplit:
+    """The run's data split: the class folders of ``config.data_dir`` (the embedded digits
+    when None), split by ``num_classes``, ``test_fraction`` and ``seed`` as training splits
+    them. Raises :class:`ConfigError` when the folder cannot give two trained classes."""
     root = config.data_dir or export_digits()
     classes, samples = scan_image_folder(root, extensions=config.im_ext)
     if config.num_classes is not None and config.num_classes > len(classes):
@@ -257,6 +260,15 @@ def _loader(dataset, config: TrainConfig, device: torch.device, sampler=None, ep
                       num_workers=workers, pin_memory=device.type == "cuda",
                       persistent_workers=False, generator=generator,
                       worker_init_fn=_ignore_sigint if workers else None)
+
+
+def eval_loaders(config: TrainConfig, split: DataSplit, device: torch.device,
+                 parts: tuple[str, ...] = ("train", "test", "heldout")) -> dict[str, DataLoader]:
+    """A loader for each named part of ``split`` (``"train"``, ``"test"``, ``"heldout"``)
+    with the run's evaluation transform (no augmentation), in dataset order, with the
+    run's batch size and loader workers: what the bank refresh and evaluation embed."""
+    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
+    return {part: _loader(ImageSamples(getattr(split, part), eval_tf), config, device) for part in parts}
 
 
 def _build_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device):
@@ -341,8 +353,7 @@ def _evaluate_test(config, model, bank, kernel_weights, head, split, device) -> 
     """Accuracy on the test images of the trained classes (bank must be fresh)."""
     if not split.test:
         return {}
-    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
-    test_loader = _loader(ImageSamples(split.test, eval_tf), config, device)
+    test_loader = eval_loaders(config, split, device, ("test",))["test"]
     queries, labels = embed(model, test_loader, device, config.progress, desc="embedding test images")
     log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None else None
     return {"num_test_images": len(split.test),
@@ -486,7 +497,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     state = safe_load(resume_from, CHECKPOINT_KIND, required=STATE_KEYS) if resume_from else None
     if state is not None:
         config = _resumed_config(state["config"], config)
-    split = _load_split(config)
+    split = load_split(config)
     fingerprint = _data_fingerprint(split)
     if state is not None and state["classes"] != split.classes:
         raise CheckpointError(f"{resume_from} was trained on classes {state['classes'][:3]}..., but the data "
@@ -504,9 +515,9 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
                           f"({num_train} training images, so at most {num_train - 1} other centres); "
                           f"pass --num_neighbours {num_train - 1} or less")
 
-    train_tf, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
+    train_tf, _ = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
     train_set = ImageSamples(split.train, train_tf, seed=config.seed)
-    bank_loader = _loader(ImageSamples(split.train, eval_tf), config, device)
+    bank_loader = eval_loaders(config, split, device, ("train",))["train"]
     model, kernel_weights, head, optimiser = build_initial_parts(config, split.num_trained, num_train, device)
     k_train = min(config.num_neighbours, num_train - 1)
 
