@@ -128,8 +128,9 @@ def mean_time(fn: Callable[[], object], runs: int, device: torch.device | str, w
 
 def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size: int, num_classes: int,
                         k: int, sigma: float, amp: bool = False, seed: int = 0) -> dict[str, Callable[[], None]]:
-    """Callables that run one part of a training step as ``nngk_lab.train`` does it, on
-    fixed inputs and a random bank (values do not change the cost), for timing.
+    """Callables that run one part of a training step with ``nngk_lab.train.TrainStep``,
+    the code training runs, on fixed inputs already on the device and a random bank
+    (values do not change the cost), for timing.
 
     Keys: ``backbone`` (forward + backward), ``{nngk,softmax}_loss`` (forward + backward
     on fixed features, with the running-accuracy prediction), ``{nngk,softmax}_optimiser``
@@ -138,84 +139,62 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     """
     from torch import nn
 
-    from nngk_lab.loss import KernelWeights, class_log_probs, kernel_nll
+    from nngk_lab.bank import FeatureBank
+    from nngk_lab.loss import KernelWeights
+    from nngk_lab.train import EPOCH_SUMS, TrainStep, add_to_sums
 
     device = images.device
     g = torch.Generator(device=device).manual_seed(seed)
     batch, dim = images.shape[0], model.embedding_dim
-    centres = torch.randn(bank_size, dim, generator=g, device=device)
-    centre_labels = torch.randint(num_classes, (bank_size,), generator=g, device=device)
-    sq_norms = centres.square().sum(1)
-    neighbours = torch.randint(bank_size, (batch, k), generator=g, device=device)
-    labels = centre_labels[neighbours[:, 0]]
+    bank = FeatureBank(torch.randn(bank_size, dim, generator=g, device=device),
+                       torch.randint(num_classes, (bank_size,), generator=g, device=device),
+                       torch.randint(bank_size, (bank_size, k), generator=g, device=device))
+    index = torch.randint(bank_size, (batch,), generator=g, device=device)
+    labels = bank.labels[bank.neighbours[index, 0]]  # every query has a neighbour of its class
     kernel_weights = KernelWeights(bank_size).to(device)
     head = nn.Linear(dim, num_classes).to(device)
-    optimisers = {
-        "nngk": torch.optim.Adam([{"params": model.parameters()}, {"params": kernel_weights.parameters()}], lr=1e-7),
-        "softmax": torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-7)}
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    steps = {
+        "nngk": TrainStep(model, torch.optim.Adam([{"params": model.parameters()},
+                                                   {"params": kernel_weights.parameters()}], lr=1e-7),
+                          kernel_weights, None, sigma, num_classes, device, amp),
+        "softmax": TrainStep(model, torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-7),
+                             None, head, sigma, num_classes, device, amp)}
     model.train()
-
-    def nngk_loss(features):
-        out = kernel_nll(features, labels, centres, centre_labels, neighbours, kernel_weights.log_weights,
-                         sigma, sq_norms)
-        with torch.no_grad():
-            predictions = class_log_probs(out.logits.detach(), centre_labels[neighbours], num_classes).argmax(1)
-        return out.loss, out.present, predictions
-
-    def softmax_loss(features):
-        logits = head(features)
-        present = torch.ones_like(labels, dtype=torch.bool)
-        return nn.functional.cross_entropy(logits, labels), present, logits.argmax(1)
-
-    losses = {"nngk": nngk_loss, "softmax": softmax_loss}
-
-    def forward():
-        with autocast:
-            features = model(images)
-        return features.float()
 
     def backbone():
         model.zero_grad(set_to_none=True)
-        features = forward()
+        features = steps["nngk"].features(images)
         features.backward(torch.ones_like(features))
 
     with torch.no_grad():
-        fixed = forward()
+        fixed = steps["nngk"].features(images)
 
     def loss_part(name):
         def run():
-            optimisers[name].zero_grad(set_to_none=True)
-            losses[name](fixed.clone().requires_grad_(True))[0].backward()
+            steps[name].optimiser.zero_grad(set_to_none=True)
+            steps[name].loss(fixed.clone().requires_grad_(True), labels, index, bank)[0].backward()
         return run
 
-    sums = {key: torch.zeros((), device=device) for key in ("loss", "present", "absent", "correct")}
+    sums = {key: torch.zeros((), device=device) for key in EPOCH_SUMS}
 
     def step(name):
         def run():
-            loss, present, predictions = losses[name](forward())
-            optimisers[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optimisers[name].step()
-            n_present = present.sum()  # the running sums nngk_lab.train keeps on the device
-            sums["loss"] += loss.detach() * n_present
-            sums["present"] += n_present
-            sums["absent"] += labels.numel() - n_present
-            sums["correct"] += (predictions == labels).sum()
+            add_to_sums(sums, steps[name](images, labels, index, bank))
         return run
 
     def optimiser_part(name):
+        optimiser = steps[name].optimiser
         # Gradients of their own, so the other parts' zero_grad cannot leave it nothing to do.
-        grads = {p: torch.full_like(p, 1e-3) for group in optimisers[name].param_groups for p in group["params"]}
+        grads = {p: torch.full_like(p, 1e-3) for group in optimiser.param_groups for p in group["params"]}
 
         def run():
             for p, grad in grads.items():
                 p.grad = grad
-            optimisers[name].step()
+            optimiser.step()
         return run
 
     parts = {"backbone": backbone}
-    for name in losses:
+    for name in steps:
         parts[f"{name}_loss"] = loss_part(name)
         parts[f"{name}_optimiser"] = optimiser_part(name)
         parts[f"{name}_step"] = step(name)

@@ -24,6 +24,10 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a file: the checkout's nngk_lab, as the notebooks measured get
+
+from nngk_lab.device import available_cores  # noqa: E402
+from nngk_lab.notebook import fast_mode  # noqa: E402
 
 
 def run_notebook(path: Path, out_dir: Path, env: dict) -> tuple[float, float, float, float, int]:
@@ -61,8 +65,8 @@ def main() -> int:
     out_dir = Path(args.executed or tempfile.mkdtemp(prefix="nngk-executed-"))
     env = {**os.environ, "NNGK_RUNS": str(runs),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    mode = "fast" if env.get("NNGK_FAST", "") not in ("", "0") else "full"
-    print(f"mode: {mode}; runs folder: {runs}; executed copies: {out_dir}; cores: {len(os.sched_getaffinity(0))}")
+    mode = "fast" if fast_mode() else "full"
+    print(f"mode: {mode}; runs folder: {runs}; executed copies: {out_dir}; cores: {available_cores()}")
     print(f"{'notebook':32s} {'wall s':>8s} {'CPU s':>8s} {'kernel peak MiB':>16s} {'tree peak MiB':>14s}")
     total, total_cpu, failed = 0.0, 0.0, 0
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):

@@ -49,8 +49,10 @@ def nearest_neighbours(queries: torch.Tensor, centres: torch.Tensor, k: int, exc
     available = num_c - 1 if exclude_self else num_c
     if not 1 <= k <= available:
         raise ValueError(f"k = {k} neighbours asked for, but only {available} centres are available")
+    extra = int(exclude_self)  # the query itself, dropped by drop_self
     if backend == "faiss":
-        return _faiss_search(queries, centres, k, exclude_self)
+        d, i = _faiss_search(queries, centres, k + extra)
+        return drop_self(d, i) if exclude_self else (d, i)
     if backend != "torch":
         raise ConfigError(f"search backend {backend!r} is not one of {', '.join(SEARCH_BACKENDS)}")
     rows = chunk_size or _auto_chunk_rows(num_c, centres.device)
@@ -61,17 +63,31 @@ def nearest_neighbours(queries: torch.Tensor, centres: torch.Tensor, k: int, exc
         q = queries[start:start + rows]
         # ||q||^2 is the same along a row, so ranking needs only ||c||^2 - 2 q.c.
         partial = torch.addmm(centre_sq.unsqueeze(0), q, centres.T, beta=1.0, alpha=-2.0)
-        if exclude_self:
-            r = torch.arange(q.shape[0], device=q.device)
-            partial[r, start + r] = float("inf")
-        d, i = torch.topk(partial, k, dim=1, largest=False, sorted=True)
-        out_d[start:start + rows] = (d + q.square().sum(1, keepdim=True)).clamp_min_(0.0)
-        out_i[start:start + rows] = i
+        d, i = torch.topk(partial, k + extra, dim=1, largest=False, sorted=True)
+        d = (d + q.square().sum(1, keepdim=True)).clamp_min_(0.0)
+        out_d[start:start + rows], out_i[start:start + rows] = drop_self(d, i, start) if exclude_self else (d, i)
     return out_d, out_i
 
 
-def _faiss_search(queries: torch.Tensor, centres: torch.Tensor, k: int,
-                  exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def drop_self(sq_dists: torch.Tensor, indices: torch.Tensor,
+              first_row: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest *other* centres, from a search for k + 1 whose queries are the centres
+    ``first_row``, ``first_row + 1``, ...: each row's own index is removed, order kept.
+
+    Exact duplicates tie with a query at distance 0 and can push it out of its k + 1; then
+    the farthest is removed instead, which leaves the same k nearest others. Gathers rather
+    than boolean masks, so that a GPU search does not wait for the host.
+    """
+    k = indices.shape[1] - 1
+    own = torch.arange(first_row, first_row + indices.shape[0], device=indices.device).unsqueeze(1)
+    is_own = indices == own
+    dropped = torch.where(is_own.any(1), is_own.int().argmax(1), k).unsqueeze(1)
+    columns = torch.arange(k, device=indices.device).unsqueeze(0)
+    columns = columns + (columns >= dropped)
+    return sq_dists.gather(1, columns), indices.gather(1, columns)
+
+
+def _faiss_search(queries: torch.Tensor, centres: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         import faiss
     except ImportError as e:
@@ -79,17 +95,9 @@ def _faiss_search(queries: torch.Tensor, centres: torch.Tensor, k: int,
                           "(or use backend='torch', which needs nothing more)") from e
     index = faiss.IndexFlatL2(centres.shape[1])
     index.add(centres.detach().float().cpu().contiguous().numpy())
-    # One extra neighbour when excluding self; a row's own index need not be among the
-    # k + 1 (exact duplicates tie with it), and then the farthest one is dropped instead.
-    extra = int(exclude_self)
-    d, i = index.search(queries.detach().float().cpu().contiguous().numpy(), k + extra)
-    d, i = torch.from_numpy(d), torch.from_numpy(i)
-    if exclude_self:
-        keep = i != torch.arange(i.shape[0]).unsqueeze(1)
-        keep[keep.all(dim=1), -1] = False
-        d, i = d[keep].view(-1, k), i[keep].view(-1, k)
+    d, i = index.search(queries.detach().float().cpu().contiguous().numpy(), k)
     device = centres.device
-    return d.clamp_min_(0.0).to(device), i.to(device)
+    return torch.from_numpy(d).clamp_min_(0.0).to(device), torch.from_numpy(i).to(device)
 
 
 @torch.no_grad()

@@ -28,15 +28,31 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .bank import FeatureBank, _auto_chunk_rows, embed, nearest_neighbours
+from .bank import FeatureBank, _auto_chunk_rows, drop_self, embed, nearest_neighbours
 from .checkpoint import atomic_write_text
-from .data import ImageSamples, build_transforms
 from .errors import DataError, NNGKError
 from .loss import kernel_log_probs
 
 LOSS_CHUNK_ROWS = 1024
 RECALL_KS = (1, 2, 4, 8)
 METRICS_NAME = "metrics.json"
+
+
+def _kernel_neighbours(queries: torch.Tensor, bank: FeatureBank, num_neighbours: int,
+                       chunk_size: int | None = None) -> torch.Tensor:
+    """Indices (Q, K) of each query's K nearest centres in the whole bank, nearest first;
+    K is capped at the bank size."""
+    k = min(num_neighbours, len(bank))
+    return nearest_neighbours(queries, bank.features, k, chunk_size=chunk_size)[1]
+
+
+def _kernel_log_probs(queries: torch.Tensor, bank: FeatureBank, neighbours: torch.Tensor,
+                      log_weights: torch.Tensor, sigma: float, num_classes: int) -> torch.Tensor:
+    log_weights = log_weights.to(bank.features.device)
+    return torch.cat([
+        kernel_log_probs(queries[s:s + LOSS_CHUNK_ROWS], bank.features, bank.labels,
+                         neighbours[s:s + LOSS_CHUNK_ROWS], log_weights, sigma, num_classes)
+        for s in range(0, queries.shape[0], LOSS_CHUNK_ROWS)])
 
 
 @torch.no_grad()
@@ -46,13 +62,8 @@ def kernel_predict_log_probs(queries: torch.Tensor, bank: FeatureBank, log_weigh
     """Test-time classification: each query's K nearest centres in the whole bank, then
     the per-class kernel sums as log-probabilities (Q, num_classes). K is capped at the
     bank size."""
-    k = min(num_neighbours, len(bank))
-    _, neighbours = nearest_neighbours(queries, bank.features, k, chunk_size=chunk_size)
-    log_weights = log_weights.to(bank.features.device)
-    return torch.cat([
-        kernel_log_probs(queries[s:s + LOSS_CHUNK_ROWS], bank.features, bank.labels,
-                         neighbours[s:s + LOSS_CHUNK_ROWS], log_weights, sigma, num_classes)
-        for s in range(0, queries.shape[0], LOSS_CHUNK_ROWS)])
+    neighbours = _kernel_neighbours(queries, bank, num_neighbours, chunk_size)
+    return _kernel_log_probs(queries, bank, neighbours, log_weights, sigma, num_classes)
 
 
 @torch.no_grad()
@@ -77,9 +88,10 @@ def classification_metrics(queries: torch.Tensor, labels: torch.Tensor, bank: Fe
     ``log_weights`` None means every kernel weight is 1 (a softmax run has none)."""
     if log_weights is None:
         log_weights = torch.zeros(len(bank), device=bank.features.device)
-    log_probs = kernel_predict_log_probs(queries, bank, log_weights, sigma, num_neighbours, num_classes)
+    neighbours = _kernel_neighbours(queries, bank, num_neighbours)  # one search: 1-NN is the first of them
+    log_probs = _kernel_log_probs(queries, bank, neighbours, log_weights, sigma, num_classes)
     result = {"kernel_accuracy": accuracy(log_probs.argmax(1), labels),
-              "nearest_neighbour_accuracy": accuracy(nearest_neighbour_predict(queries, bank), labels)}
+              "nearest_neighbour_accuracy": accuracy(bank.labels[neighbours[:, 0]], labels)}
     if head is not None:
         result["softmax_accuracy"] = accuracy(head(queries).argmax(1), labels)
     return result
@@ -102,21 +114,17 @@ def _neighbour_labels(features: torch.Tensor, labels: torch.Tensor, k: int, chun
     """Yield ``(rows, labels of the k nearest other items of each query in rows)``, a
     chunk of queries at a time, nearest first.
 
-    Each chunk asks :func:`nearest_neighbours` for k + 1 neighbours and drops the query
-    itself, so the output of one chunk (rows, k) is never larger than the search's own
-    (rows, N) distance block. When exact duplicates tie with the query at distance 0 and
-    push it out of the k + 1, the last neighbour is dropped instead, which is equivalent.
+    Each chunk asks :func:`nearest_neighbours` for k + 1 neighbours and
+    :func:`nngk_lab.bank.drop_self` removes the query itself, so the output of one chunk
+    (rows, k) is never larger than the search's own (rows, N) distance block.
     """
     n = features.shape[0]
     labels = labels.to(features.device)
     rows = chunk_size or _auto_chunk_rows(n, features.device)
-    last_column = torch.arange(k + 1, device=features.device) == k
     for start in tqdm(range(0, n, rows), desc=desc, disable=not progress, leave=False):
         stop = min(start + rows, n)
-        _, idx = nearest_neighbours(features[start:stop], features, k + 1, chunk_size=rows)
-        is_self = idx == torch.arange(start, stop, device=idx.device).unsqueeze(1)
-        drop = is_self | (~is_self.any(1, keepdim=True) & last_column)
-        yield slice(start, stop), labels[idx[~drop].view(stop - start, k)]
+        _, idx = drop_self(*nearest_neighbours(features[start:stop], features, k + 1, chunk_size=rows), start)
+        yield slice(start, stop), labels[idx]
 
 
 def recall_at_k(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = RECALL_KS,
@@ -230,13 +238,11 @@ def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -
     run = training.load_run(save_dir, device)
     config = dataclasses.replace(run.config, progress=progress,
                                  data_dir=str(data_dir) if data_dir is not None else run.config.data_dir)
-    split = training._load_split(config)
+    split = training.load_split(config)
     if split.classes != run.classes:
         raise DataError(f"{save_dir} was trained on classes {run.classes[:3]}... ({len(run.classes)}), "
                         f"but the data folder has {split.classes[:3]}... ({len(split.classes)})")
-    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
-    loaders = {part: training._loader(ImageSamples(getattr(split, part), eval_tf), config, device)
-               for part in ("train", "test", "heldout")}
+    loaders = training.eval_loaders(config, split, device)
 
     def embed_bank(model: nn.Module, name: str) -> FeatureBank:  # classification needs no neighbour lists
         return FeatureBank(*embed(model, loaders["train"], device, progress, desc=f"{name}: training images"))

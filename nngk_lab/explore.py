@@ -6,6 +6,7 @@ and ``widgets`` wires them to sliders.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,11 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .bank import FeatureBank, embed, nearest_neighbours
-from .data import ImageSamples, build_transforms, export_digits, load_rgb, scan_image_folder, split_samples
+from .data import DataSplit, load_rgb
 from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict, recall_at_k
 from .loss import class_log_probs, kernel_log_probs, neighbour_logits
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
-from .train import LoadedRun, TrainConfig, build_initial_parts, load_run
+from .train import LoadedRun, TrainConfig, build_initial_parts, eval_loaders, load_run, load_split
 
 EMBED_BATCH = 256
 SORTED_NEIGHBOURS = 1000  # test-image neighbour lists kept per Embeddings (memory: Q x this)
@@ -66,30 +67,29 @@ class Embeddings:
         return self._sorted_test
 
 
-def run_split(config: TrainConfig, num_trained: int):
-    """The data split a run was trained on, rebuilt from its config."""
-    root = config.data_dir or export_digits()
-    classes, samples = scan_image_folder(root, extensions=config.im_ext)
-    return split_samples(classes, samples, num_trained, config.test_fraction, config.seed)
+def _run_split(run: LoadedRun) -> DataSplit:
+    # The run's own number of trained classes: classes added to the folder since would
+    # change the default (the first half).
+    return load_split(dataclasses.replace(run.config, num_classes=run.num_trained))
 
 
-def embed_samples(model: torch.nn.Module, config: TrainConfig, samples, device, progress: bool = True,
-                  desc: str = "embedding") -> tuple[torch.Tensor, torch.Tensor]:
-    """Embed ``(path, label)`` samples with the run's evaluation transform (no augmentation)."""
-    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
-    loader = DataLoader(ImageSamples(samples, eval_tf), batch_size=EMBED_BATCH, shuffle=False, num_workers=0)
-    return embed(model, loader, device, progress, desc=desc)
+def _embedding_loaders(config: TrainConfig, split: DataSplit, device,
+                       parts: tuple[str, ...]) -> dict[str, DataLoader]:
+    # A notebook embeds in its own process, with no loader workers to start, and in
+    # larger batches than training's.
+    return eval_loaders(dataclasses.replace(config, batch_size=EMBED_BATCH, workers=0), split, torch.device(device),
+                        parts)
 
 
 def _embed_run(run: LoadedRun, device) -> dict:
-    split = run_split(run.config, run.num_trained)
+    split = _run_split(run)
     if len(split.train) != len(run.bank):
         raise ValueError(f"the run's bank holds {len(run.bank)} centres but its data split has "
                          f"{len(split.train)} training images: was the data folder changed?")
     empty = (torch.empty(0, run.bank.features.shape[1]), torch.empty(0, dtype=torch.long))
-    test = embed_samples(run.model, run.config, split.test, device, desc="embedding test images") \
-        if split.test else empty
-    heldout = embed_samples(run.model, run.config, split.heldout, device, desc="embedding held-out images") \
+    loaders = _embedding_loaders(run.config, split, device, ("test", "heldout"))
+    test = embed(run.model, loaders["test"], device, desc="embedding test images") if split.test else empty
+    heldout = embed(run.model, loaders["heldout"], device, desc="embedding held-out images") \
         if split.heldout else empty
     log_weights = run.kernel_weights.log_weights.detach() if run.kernel_weights is not None \
         else torch.zeros(len(run.bank))
@@ -122,13 +122,13 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
     def compute() -> dict:
         loaded = run if run is not None else load_run(run_dir, device)
         c = loaded.config
-        split = run_split(c, loaded.num_trained)
+        split = _run_split(loaded)
         with torch.random.fork_rng(devices=[]):
             model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device))[0]
         out = {}
-        for name, samples in (("train", split.train), ("heldout", split.heldout)):
-            out[name] = embed_samples(model, c, samples, device, desc=f"untrained network: {name}")[0].cpu() \
-                if samples else torch.empty(0, model.embedding_dim)
+        for name, loader in _embedding_loaders(c, split, device, ("train", "heldout")).items():
+            out[name] = embed(model, loader, device, desc=f"untrained network: {name}")[0].cpu() \
+                if len(loader.dataset) else torch.empty(0, model.embedding_dim)
         return out
 
     return cached(run_dir / "untrained_embeddings.pt", compute, run_fingerprint(run_dir))

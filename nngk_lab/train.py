@@ -28,6 +28,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ from .device import available_cores, default_workers, resolve_device
 from .errors import CheckpointError, ConfigError, NNGKError, NonFiniteLossError, ResourceError
 from .evaluate import classification_metrics
 from .fused_loss import fused_kernel_nll, fused_loss_usable
-from .loss import KernelWeights, class_log_probs, kernel_nll
+from .loss import KernelLoss, KernelWeights, class_log_probs, kernel_nll
 from .models import MODEL_NAMES, build_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -222,7 +223,10 @@ def _ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _load_split(config: TrainConfig) -> DataSplit:
+def load_split(config: TrainConfig) -> DataSplit:
+    """The run's data split: the class folders of ``config.data_dir`` (the embedded digits
+    when None), split by ``num_classes``, ``test_fraction`` and ``seed`` as training splits
+    them. Raises :class:`ConfigError` when the folder cannot give two trained classes."""
     root = config.data_dir or export_digits()
     classes, samples = scan_image_folder(root, extensions=config.im_ext)
     if config.num_classes is not None and config.num_classes > len(classes):
@@ -256,6 +260,15 @@ def _loader(dataset, config: TrainConfig, device: torch.device, sampler=None, ep
                       num_workers=workers, pin_memory=device.type == "cuda",
                       persistent_workers=False, generator=generator,
                       worker_init_fn=_ignore_sigint if workers else None)
+
+
+def eval_loaders(config: TrainConfig, split: DataSplit, device: torch.device,
+                 parts: tuple[str, ...] = ("train", "test", "heldout")) -> dict[str, DataLoader]:
+    """A loader for each named part of ``split`` (``"train"``, ``"test"``, ``"heldout"``)
+    with the run's evaluation transform (no augmentation), in dataset order, with the
+    run's batch size and loader workers: what the bank refresh and evaluation embed."""
+    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
+    return {part: _loader(ImageSamples(getattr(split, part), eval_tf), config, device) for part in parts}
 
 
 def _build_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device):
@@ -340,8 +353,7 @@ def _evaluate_test(config, model, bank, kernel_weights, head, split, device) -> 
     """Accuracy on the test images of the trained classes (bank must be fresh)."""
     if not split.test:
         return {}
-    _, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
-    test_loader = _loader(ImageSamples(split.test, eval_tf), config, device)
+    test_loader = eval_loaders(config, split, device, ("test",))["test"]
     queries, labels = embed(model, test_loader, device, config.progress, desc="embedding test images")
     log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None else None
     return {"num_test_images": len(split.test),
@@ -364,6 +376,85 @@ def _check_finite(what: str, finite: bool, epoch_number: int, save_dir: Path) ->
             f"the {what} became NaN or infinite in epoch {epoch_number}, so training stopped; the last good "
             f"checkpoint in {save_dir} was kept. Start a new run (another --save_dir) with a smaller "
             "--learning_rate or a larger --sigma.")
+
+
+@dataclass
+class StepResult:
+    """What one training step leaves for the epoch's running sums. All of it stays on the
+    device: reading a value would make the host wait for the device at every step."""
+
+    loss: torch.Tensor         # the batch's loss, detached
+    present: torch.Tensor      # (B,) bool: the query had a neighbour of its own class
+    predictions: torch.Tensor  # (B,) predicted classes, for the running accuracy
+    labels: torch.Tensor       # (B,) true classes
+
+
+@dataclass
+class TrainStep:
+    """One optimiser step on one batch, exactly as :func:`train` takes it; the benchmarks
+    in bench/ time this same object.
+
+    An NNGK run passes ``kernel_weights`` and the loss function ``nll``
+    (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``.
+    ``amp`` runs the network under bf16 autocast.
+    """
+
+    model: nn.Module
+    optimiser: torch.optim.Optimizer
+    kernel_weights: KernelWeights | None
+    head: nn.Linear | None
+    sigma: float
+    num_classes: int
+    device: torch.device
+    amp: bool = False
+    nll: Callable[..., KernelLoss] = kernel_nll
+
+    def __post_init__(self):
+        self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's float32 embeddings of ``images`` (already on the device)."""
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self._autocast:
+            features = self.model(images)
+        return features.float()
+
+    def loss(self, features: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+             bank: FeatureBank | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, present, predictions)`` of a batch of embeddings with true ``labels``;
+        ``index`` gives each image's place in the bank, whose neighbour lists the NNGK loss
+        uses (a softmax run needs neither)."""
+        if self.kernel_weights is None:
+            logits = self.head(features)
+            return (nn.functional.cross_entropy(logits, labels), torch.ones_like(labels, dtype=torch.bool),
+                    logits.argmax(1))
+        neighbours = bank.neighbours[index.to(self.device, non_blocking=True)]
+        out = self.nll(features, labels, bank.features, bank.labels, neighbours, self.kernel_weights.log_weights,
+                       self.sigma, bank.sq_norms)
+        with torch.no_grad():
+            predictions = class_log_probs(out.logits.detach(), bank.labels[neighbours], self.num_classes).argmax(1)
+        return out.loss, out.present, predictions
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+                 bank: FeatureBank | None) -> StepResult:
+        """Forward, loss, backward and optimiser step on one batch from the loader."""
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        loss, present, predictions = self.loss(self.features(images), labels, index, bank)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimiser.step()
+        return StepResult(loss.detach(), present, predictions, labels)
+
+
+def add_to_sums(sums: dict[str, torch.Tensor], step: StepResult) -> None:
+    """Add one step to the running sums of :data:`EPOCH_SUMS` (tensors on the device), in place."""
+    n_present = step.present.sum()
+    sums["loss"] += step.loss * n_present
+    sums["present"] += n_present
+    sums["absent"] += step.labels.numel() - n_present
+    sums["correct"] += (step.predictions == step.labels).sum()
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
@@ -406,7 +497,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     state = safe_load(resume_from, CHECKPOINT_KIND, required=STATE_KEYS) if resume_from else None
     if state is not None:
         config = _resumed_config(state["config"], config)
-    split = _load_split(config)
+    split = load_split(config)
     fingerprint = _data_fingerprint(split)
     if state is not None and state["classes"] != split.classes:
         raise CheckpointError(f"{resume_from} was trained on classes {state['classes'][:3]}..., but the data "
@@ -424,9 +515,9 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
                           f"({num_train} training images, so at most {num_train - 1} other centres); "
                           f"pass --num_neighbours {num_train - 1} or less")
 
-    train_tf, eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
+    train_tf, _ = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
     train_set = ImageSamples(split.train, train_tf, seed=config.seed)
-    bank_loader = _loader(ImageSamples(split.train, eval_tf), config, device)
+    bank_loader = eval_loaders(config, split, device, ("train",))["train"]
     model, kernel_weights, head, optimiser = build_initial_parts(config, split.num_trained, num_train, device)
     k_train = min(config.num_neighbours, num_train - 1)
 
@@ -486,9 +577,10 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     resumed_at = (epoch, step)
     # A resumed run that had already used its --max_time takes no further step.
     stop_reason = "max_time" if elapsed > 0 and time_up() else "max_epochs"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
     nll = fused_kernel_nll if config.loss == "nngk" and config.fused_loss and fused_loss_usable(device) \
         else kernel_nll
+    train_step = TrainStep(model, optimiser, kernel_weights, head, config.sigma, split.num_trained, device,
+                           config.amp, nll)
     with _DeferredInterrupt() as interrupt:
         while epoch < config.max_epochs and stop_reason == "max_epochs":
             if config.loss == "nngk" and (bank is None or (epoch % config.update_interval == 0
@@ -504,35 +596,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.max_epochs}", disable=not config.progress,
                        leave=False)
             for images, labels, index in bar:
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                if device.type == "cuda":
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    features = model(images)
-                features = features.float()
-                if kernel_weights is not None:
-                    index = index.to(device, non_blocking=True)
-                    neighbours = bank.neighbours[index]
-                    out = nll(features, labels, bank.features, bank.labels, neighbours,
-                              kernel_weights.log_weights, config.sigma, bank.sq_norms)
-                    loss, present = out.loss, out.present
-                    with torch.no_grad():
-                        predictions = class_log_probs(out.logits.detach(), bank.labels[neighbours],
-                                                      split.num_trained).argmax(1)
-                else:
-                    logits = head(features)
-                    loss = nn.functional.cross_entropy(logits, labels)
-                    present = torch.ones_like(labels, dtype=torch.bool)
-                    predictions = logits.argmax(1)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                n_present = present.sum()
-                acc["loss"] += loss.detach() * n_present
-                acc["present"] += n_present
-                acc["absent"] += labels.numel() - n_present
-                acc["correct"] += (predictions == labels).sum()
+                add_to_sums(acc, train_step(images, labels, index, bank))
                 step += 1
                 if step % CHECK_EVERY_STEPS == 0:  # a device sync, so not every step
                     running_loss = float(acc["loss"]) / max(float(acc["present"]), 1.0)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from nngk_lab.bank import FeatureBank, embed, nearest_neighbours
+from nngk_lab.bank import FeatureBank, drop_self, embed, nearest_neighbours
 from nngk_lab.checkpoint import atomic_save
 from nngk_lab.data import ImageSamples
 from nngk_lab.errors import CheckpointError
@@ -89,6 +89,16 @@ def test_nearest_neighbours_with_ties_and_duplicate_centres(dtype, seed):
             check_against_brute_force(points, points, k, False, chunk, exact=True, where=where)
     d, idx = nearest_neighbours(points, points, 2, exclude_self=True)
     assert d[0].tolist() == [0.0, 0.0] and set(idx[0].tolist()) == {1, n - 1}
+
+
+def test_drop_self_removes_each_querys_own_index_or_else_the_farthest():
+    """Queries 3, 4, 5 (a chunk starting at row 3): row 0 holds its own index, row 1 does
+    not (duplicates pushed it out), row 2 has it first."""
+    indices = torch.tensor([[5, 3, 7], [2, 6, 8], [5, 1, 0]])
+    sq_dists = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 2.0, 3.0]])
+    d, i = drop_self(sq_dists, indices, first_row=3)
+    assert i.tolist() == [[5, 7], [2, 6], [1, 0]]
+    assert d.tolist() == [[0.0, 1.0], [0.0, 0.0], [2.0, 3.0]]
 
 
 def test_nearest_neighbours_bad_arguments_raise():

@@ -43,6 +43,16 @@ def test_search_bench_runs_in_a_fresh_process_and_its_methods_agree(capsys):
     assert max(sums) - min(sums) <= 1e-5 * max(sums)
 
 
+def test_search_bench_compares_only_with_a_reference():
+    same, other = {"dist_sum": 10.0, "first_ok": True}, {"dist_sum": 11.0, "first_ok": True}
+    returns_itself = {"dist_sum": 10.0, "first_ok": False}
+    assert bench_search.comparison_note(same, same) == "same distances"
+    assert bench_search.comparison_note(other, same) == "DIFFERENT RESULT"
+    assert bench_search.comparison_note(returns_itself, same) == "DIFFERENT RESULT"
+    assert bench_search.comparison_note(other, None) == "no reference"  # nngk_lab not among --methods
+    assert bench_search.comparison_note(returns_itself, None) == "SELF NOT EXCLUDED"
+
+
 def test_step_bench_prints_both_tables(capsys):
     bench_step.main(["--quick"])
     out = capsys.readouterr().out
