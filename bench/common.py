@@ -127,7 +127,8 @@ def mean_time(fn: Callable[[], object], runs: int, device: torch.device | str, w
 
 
 def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size: int, num_classes: int,
-                        k: int, sigma: float, amp: bool = False, seed: int = 0) -> dict[str, Callable[[], None]]:
+                        k: int, sigma: float, amp: bool = False, seed: int = 0,
+                        nll: Callable | None = None) -> dict[str, Callable[[], None]]:
     """Callables that run one part of a training step with ``nngk_lab.train.TrainStep``,
     the code training runs, on fixed inputs already on the device and a random bank
     (values do not change the cost), for timing.
@@ -135,12 +136,13 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     Keys: ``backbone`` (forward + backward), ``{nngk,softmax}_loss`` (forward + backward
     on fixed features, with the running-accuracy prediction), ``{nngk,softmax}_optimiser``
     and ``{nngk,softmax}_step`` (forward, loss, zero_grad, backward, optimiser step, and the
-    running sums of loss and accuracy kept on the device).
+    running sums of loss and accuracy kept on the device). ``nll`` is the NNGK loss
+    function (default :func:`nngk_lab.loss.kernel_nll`; the fused one is another).
     """
     from torch import nn
 
     from nngk_lab.bank import FeatureBank
-    from nngk_lab.loss import KernelWeights
+    from nngk_lab.loss import KernelWeights, kernel_nll
     from nngk_lab.train import EPOCH_SUMS, TrainStep, add_to_sums
 
     device = images.device
@@ -156,7 +158,7 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     steps = {
         "nngk": TrainStep(model, torch.optim.Adam([{"params": model.parameters()},
                                                    {"params": kernel_weights.parameters()}], lr=1e-7),
-                          kernel_weights, None, sigma, num_classes, device, amp),
+                          kernel_weights, None, sigma, num_classes, device, amp, nll or kernel_nll),
         "softmax": TrainStep(model, torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-7),
                              None, head, sigma, num_classes, device, amp)}
     model.train()

@@ -192,20 +192,23 @@ def check_correctness(s: Sizes, device: torch.device, report: Report) -> None:
 
     if device.type == "cuda":
         images = torch.randn(s.batch, 3, s.input_size, s.input_size, device=device)
-        parts = training_step_parts(model_dev, images.contiguous(memory_format=torch.channels_last),
-                                    s.bank_size, s.num_classes, s.k, s.sigma)
-        parts["nngk_step"]()
-        synchronise(device)
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                parts["nngk_step"]()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        syncs = [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message).lower()]
-        report.add("correct", "host-device syncs in one NNGK step", "fp32",
-                   check=_verdict(not syncs, f"{len(syncs)} syncs" + (f" at {', '.join(syncs[:3])}" if syncs else "")))
+        for loss_name, nll in [("", kernel_nll)] + [(", fused loss", fused_kernel_nll)] * fused:
+            parts = training_step_parts(model_dev, images.contiguous(memory_format=torch.channels_last),
+                                        s.bank_size, s.num_classes, s.k, s.sigma, nll=nll)
+            parts["nngk_step"]()
+            synchronise(device)
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    parts["nngk_step"]()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            syncs = [f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                     if "synchroniz" in str(w.message).lower()]
+            report.add("correct", f"host-device syncs in one NNGK step{loss_name}", "fp32",
+                       check=_verdict(not syncs, f"{len(syncs)} syncs" + (f" at {', '.join(syncs[:3])}" if syncs
+                                                                          else "")))
 
 
 def time_loss(s: Sizes, device: torch.device, report: Report) -> None:
@@ -250,6 +253,14 @@ def time_steps(s: Sizes, device: torch.device, report: Report) -> None:
                        ratio=f"{t[f'{loss}_loss'] / t['nngk_step']:.1%} of nngk step")
             report.add("step", f"{loss} optimiser (Adam)", precision, t[f"{loss}_optimiser"],
                        ratio=f"{t[f'{loss}_optimiser'] / t['nngk_step']:.1%} of nngk step")
+        if fused_loss_usable(device):  # what training runs by default on a GPU
+            fused = training_step_parts(model, images, s.bank_size, s.num_classes, s.k, s.sigma, amp=amp,
+                                        nll=fused_kernel_nll)
+            t_step, t_loss = (mean_time(fused[name], s.step_runs, device) for name in ("nngk_step", "nngk_loss"))
+            report.add("step", f"nngk step, fused loss {case}", precision, t_step, rate=f"{s.batch / t_step:.0f} img/s",
+                       ratio=f"x{t_step / t['softmax_step']:.3f} softmax")
+            report.add("step", "nngk fused loss fwd+bwd (+accuracy)", precision, t_loss,
+                       ratio=f"{t_loss / t_step:.1%} of fused nngk step")
         if device.type == "cuda":  # would letting cuDNN pick its algorithms help train.py?
             torch.backends.cudnn.benchmark = True
             t_bench = mean_time(parts["nngk_step"], s.step_runs, device, warmup=5)
