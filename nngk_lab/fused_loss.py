@@ -45,8 +45,8 @@ def _kernels(interpret: bool):
 
     @triton.jit
     def forward(features, centres, sq_norms, log_weights, centre_labels, neighbours, targets,
-                logits_out, nll_out, lse_all_out, lse_true_out, K, D, scale,
-                BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+                logits_out, nll_out, lse_all_out, lse_true_out, predictions_out, K, D, scale,
+                BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_J: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         ks = tl.arange(0, BLOCK_K)
         in_k = ks < K
@@ -68,7 +68,8 @@ def _kernels(interpret: bool):
         logit = tl.where(in_k, logit, float("-inf"))
         tl.store(logits_out + row * K + ks, logit, mask=in_k)
 
-        same = in_k & (tl.load(centre_labels + idx, mask=in_k, other=-1) == tl.load(targets + row))
+        labels = tl.load(centre_labels + idx, mask=in_k, other=-1)
+        same = in_k & (labels == tl.load(targets + row))
         top = tl.max(logit, axis=0)
         lse_all = top + tl.log(tl.sum(tl.exp(logit - top), axis=0))
         true_logit = tl.where(same, logit, float("-inf"))
@@ -80,6 +81,23 @@ def _kernels(interpret: bool):
         tl.store(nll_out + row, tl.where(present, lse_all - lse_true, 0.0))
         tl.store(lse_all_out + row, lse_all)
         tl.store(lse_true_out + row, lse_true)
+
+        # The kernel classifier's prediction, for the running accuracy: the label whose
+        # kernels sum highest (the smallest such label on a tie, as argmax takes it). Each
+        # neighbour's class sum adds the kernels of every neighbour with its label, BLOCK_J
+        # of them at a time, read back from logits_out (the barrier makes them visible).
+        tl.debug_barrier()
+        class_sums = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        for start in range(0, K, BLOCK_J):
+            js = start + tl.arange(0, BLOCK_J)
+            in_j = js < K
+            labels_j = tl.load(centre_labels + tl.load(neighbours + row * K + js, mask=in_j, other=0),
+                               mask=in_j, other=-2)
+            kernels_j = tl.exp(tl.load(logits_out + row * K + js, mask=in_j, other=float("-inf")) - top)
+            class_sums += tl.sum(tl.where(labels[:, None] == labels_j[None, :], kernels_j[None, :], 0.0), axis=1)
+        class_sums = tl.where(in_k, class_sums, -1.0)
+        best = class_sums == tl.max(class_sums, axis=0)
+        tl.store(predictions_out + row, tl.min(tl.where(best, labels, tl.max(labels, axis=0)), axis=0))
 
     @triton.jit
     def backward(features, centres, centre_labels, neighbours, targets, logits, lse_all, lse_true, grad_nll,
@@ -120,6 +138,11 @@ def _launch_settings(k: int, dim: int) -> dict:
     return dict(BLOCK_K=block_k, BLOCK_D=block_d, num_warps=4 if block_k <= 256 else 8)
 
 
+def _forward_settings(k: int, dim: int) -> dict:
+    settings = _launch_settings(k, dim)
+    return {**settings, "BLOCK_J": max(1, min(settings["BLOCK_K"], TILE_ELEMENTS // settings["BLOCK_K"]))}
+
+
 class _FusedNLL(torch.autograd.Function):
     """Per-query ``-log p(y | x)`` (0 where the true class is absent), the (B, K) logits and
     the true-class log-sum-exps; gradients reach the features and the log-weights."""
@@ -131,15 +154,17 @@ class _FusedNLL(torch.autograd.Function):
         k = neighbours.shape[1]
         logits = torch.empty((batch, k), dtype=torch.float32, device=features.device)
         nll, lse_all, lse_true = (torch.empty(batch, dtype=torch.float32, device=features.device) for _ in range(3))
+        predictions = torch.empty(batch, dtype=centre_labels.dtype, device=features.device)
         forward_kernel[(batch,)](features, centres, sq_norms, log_weights, centre_labels, neighbours, targets,
-                                 logits, nll, lse_all, lse_true, k, dim, scale, **_launch_settings(k, dim))
+                                 logits, nll, lse_all, lse_true, predictions, k, dim, scale,
+                                 **_forward_settings(k, dim))
         ctx.save_for_backward(features, centres, centre_labels, neighbours, targets, logits, lse_all, lse_true)
         ctx.scale, ctx.num_centres = scale, log_weights.shape[0]
-        ctx.mark_non_differentiable(logits, lse_true)
-        return nll, logits, lse_true
+        ctx.mark_non_differentiable(logits, lse_true, predictions)
+        return nll, logits, lse_true, predictions
 
     @staticmethod
-    def backward(ctx, grad_nll, _grad_logits, _grad_lse_true):
+    def backward(ctx, grad_nll, _grad_logits, _grad_lse_true, _grad_predictions):
         _, backward_kernel = _kernels(interpreting())
         features, centres, centre_labels, neighbours, targets, logits, lse_all, lse_true = ctx.saved_tensors
         batch, dim = features.shape
@@ -156,7 +181,8 @@ def fused_kernel_nll(features: torch.Tensor, targets: torch.Tensor, centres: tor
                      centre_labels: torch.Tensor, neighbours: torch.Tensor, log_weights: torch.Tensor,
                      sigma: float, centre_sq_norms: torch.Tensor | None = None) -> KernelLoss:
     """:func:`nngk_lab.loss.kernel_nll` (same arguments, same result up to float32
-    rounding) in two Triton kernels. Runs on a CUDA device, or on the CPU when
+    rounding) in two Triton kernels, with the kernel classifier's predictions too
+    (``KernelLoss.predictions``). Runs on a CUDA device, or on the CPU when
     :func:`interpreting`. At most :data:`MAX_NEIGHBOURS` neighbours per query."""
     check_loss_inputs(features, centres, neighbours, sigma)
     if neighbours.shape[1] > MAX_NEIGHBOURS:
@@ -164,11 +190,11 @@ def fused_kernel_nll(features: torch.Tensor, targets: torch.Tensor, centres: tor
                          f"{neighbours.shape[1]}; use nngk_lab.loss.kernel_nll")
     centres = centres.detach().float().contiguous()
     sq_norms = centres.square().sum(1) if centre_sq_norms is None else centre_sq_norms.detach().float().contiguous()
-    nll, logits, lse_true = _FusedNLL.apply(
+    nll, logits, lse_true, predictions = _FusedNLL.apply(
         features.contiguous(), log_weights, centres, sq_norms, centre_labels.contiguous(),
         neighbours.contiguous(), targets.contiguous(), 1.0 / (2.0 * sigma * sigma))
     present = lse_true > -math.inf
-    return KernelLoss(nll.sum() / present.sum().clamp_min(1), logits, present)
+    return KernelLoss(nll.sum() / present.sum().clamp_min(1), logits, present, predictions)
 
 
 def _agrees_with_plain_loss(device: torch.device) -> bool:

@@ -132,6 +132,7 @@ class KernelLoss(NamedTuple):
     loss: torch.Tensor       # scalar: mean -log p(y|x) over samples whose class is present
     logits: torch.Tensor     # (B, K) neighbour logits, for accuracy without recomputing
     present: torch.Tensor    # (B,) bool: the true class is among the K neighbours
+    predictions: torch.Tensor | None = None  # (B,) predicted classes, where computed on the way
 
 
 def kernel_nll(features: torch.Tensor, targets: torch.Tensor, centres: torch.Tensor,

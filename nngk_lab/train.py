@@ -432,8 +432,11 @@ class TrainStep:
         neighbours = bank.neighbours[index.to(self.device, non_blocking=True)]
         out = self.nll(features, labels, bank.features, bank.labels, neighbours, self.kernel_weights.log_weights,
                        self.sigma, bank.sq_norms)
-        with torch.no_grad():
-            predictions = class_log_probs(out.logits.detach(), bank.labels[neighbours], self.num_classes).argmax(1)
+        predictions = out.predictions
+        if predictions is None:
+            with torch.no_grad():
+                predictions = class_log_probs(out.logits.detach(), bank.labels[neighbours],
+                                              self.num_classes).argmax(1)
         return out.loss, out.present, predictions
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,

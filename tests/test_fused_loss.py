@@ -9,7 +9,7 @@ import torch
 from nngk_lab import fused_loss
 from nngk_lab import train as training
 from nngk_lab.fused_loss import MAX_NEIGHBOURS, fused_kernel_nll, fused_loss_usable
-from nngk_lab.loss import kernel_nll, neighbour_logits
+from nngk_lab.loss import class_log_probs, kernel_nll, neighbour_logits
 from nngk_lab.train import make_config
 from test_loss import EPS, random_problem, reference_log_probs, reference_nll, rounding_tolerance
 from tiny_runs import TINY, write_tree
@@ -159,3 +159,25 @@ def test_training_with_the_fused_loss_follows_the_plain_loss(tmp_path, monkeypat
     for plain, fused in zip(*histories):
         assert fused["loss"] == pytest.approx(plain["loss"], rel=1e-4)
         assert fused["train_accuracy"] == pytest.approx(plain["train_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("k", [8, 70])  # 70: more than one block of neighbours in the class sums
+def test_predictions_are_the_kernel_classifiers_argmax(seed, k):
+    for trial in range(3):
+        p = random_problem(torch.float32, batch=16, num_centres=100, num_classes=6, k=k)
+        out = _fused(p)
+        log_probs = class_log_probs(out.logits, p["centre_labels"][p["neighbours"]], p["num_classes"])
+        top2 = log_probs.topk(2, dim=1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 1e-4  # not a near-tie, where rounding may pick either
+        assert clear.sum() > 0
+        assert torch.equal(out.predictions[clear], log_probs.argmax(1)[clear]), f"seed={seed} trial={trial}"
+
+
+def test_an_exact_tie_predicts_the_smallest_label():
+    centres = torch.eye(3)                          # all at distance 1 from the origin
+    features = torch.zeros(1, 3)
+    centre_labels = torch.tensor([3, 1, 1])         # class 1 has two kernels, class 3 one
+    log_weights = torch.tensor([math.log(2.0), 0.0, 0.0])  # 2 = 1 + 1: an exact tie
+    out = fused_kernel_nll(features, torch.tensor([3]), centres, centre_labels, torch.tensor([[0, 1, 2]]),
+                           log_weights, 1.0)
+    assert out.predictions.tolist() == [1]
