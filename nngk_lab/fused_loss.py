@@ -116,10 +116,12 @@ def _kernels(interpret: bool):
         p_true = tl.exp(tl.where(same, logit - tl.where(present, row_lse_true, 0.0), float("-inf")))
         grad = tl.where(present, tl.load(grad_nll + row), 0.0)
         d_logit = tl.where(in_k, grad * (p_all - p_true), 0.0)
-        # Several queries may share a centre: their log-weight gradients add up.
+        # Several queries may share a centre: their log-weight gradients add up (in no fixed
+        # order on a GPU, so runs there are not bit-reproducible; they are not anyway).
         tl.atomic_add(grad_log_weights + idx, d_logit, mask=in_k)
         d_total = tl.sum(d_logit, axis=0)
-        # d logit_j / d x = (c_j - x) / sigma^2 = 2 * scale * (c_j - x).
+        # d logit_j / d x = (c_j - x) / sigma^2 = 2 * scale * (c_j - x). The forward pass's clamp
+        # at 0 only acts when x sits on c_j, where this is (within rounding) 0 as well.
         for start in range(0, D, BLOCK_D):
             ds = start + tl.arange(0, BLOCK_D)
             in_d = ds < D
