@@ -17,7 +17,7 @@ import torch
 from .checkpoint import atomic_save, safe_load
 from .device import available_cores, resolve_device
 from .errors import CheckpointError, NNGKError
-from .train import CHECKPOINT_NAME, LoadedRun, load_run, make_config, train
+from .train import CHECKPOINT_NAME, DIGITS_DEFAULTS, LoadedRun, load_run, make_config, train
 
 CACHE_KIND = "nngk_lab.NotebookCache"
 
@@ -68,8 +68,8 @@ def settings(fast: bool | None = None) -> NotebookSettings:
                                 sweep_training=dict(max_epochs=1, input_size=16),
                                 test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
                                 umap_epochs=50, run_suffix="-fast")
-    return NotebookSettings(fast=False, training=dict(max_epochs=15), sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0),
-                            sweep_training=dict(max_epochs=4),
+    return NotebookSettings(fast=False, training=dict(max_epochs=DIGITS_DEFAULTS["max_epochs"]),
+                            sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0), sweep_training=dict(max_epochs=4),
                             test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
                             umap_epochs=200, run_suffix="")
 
