@@ -2,7 +2,6 @@
 "load notebook 2's run or train one"; nngk_lab.device's container CPU quota."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
