@@ -1,22 +1,13 @@
 """tools/heldout_curve.py: per-epoch held-out retrieval on a subset of the classes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 from tiny_runs import TINY, write_tree
-
-
-def _load_tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "heldout_curve.py"
-    spec = importlib.util.spec_from_file_location("heldout_curve", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tool_scripts import load_tool
 
 
 def test_curve_starts_untrained_and_sees_only_the_first_classes(tmp_path):
-    tool = _load_tool()
+    tool = load_tool("heldout_curve")
     data = write_tree(tmp_path / "data", num_classes=4, per_class=10)
     subset = tool.class_subset(data, 3, tmp_path / "subset")
     assert sorted(p.name for p in subset.iterdir()) == ["class_000", "class_001", "class_002"]
@@ -33,7 +24,7 @@ def test_command_prints_one_row_per_epoch_and_seed_columns(tmp_path, capsys):
     data = write_tree(tmp_path / "data", num_classes=4, per_class=10)
     flags = ["--model", "small_cnn", "--pretrained", "none", "--input_size", "8", "--hflip", "false",
              "--num_neighbours", "5", "--batch_size", "8", "--workers", "0"]
-    assert _load_tool().main(["--first_classes", "3", "--epochs", "1", "--seeds", "0", "1",
+    assert load_tool("heldout_curve").main(["--first_classes", "3", "--epochs", "1", "--seeds", "0", "1",
                               "--data_dir", str(data), "--num_classes", "2", *flags]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split() == ["epoch", "R@1", "s0", "MAP@R", "s0", "R@1", "s1", "MAP@R", "s1"]

@@ -3,7 +3,6 @@ checkpoint, and Ctrl-C in a terminal (reaching the loader workers too) stops cle
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import os
 import signal
@@ -18,22 +17,15 @@ from nngk_lab.checkpoint import safe_load
 from nngk_lab.train import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run, main, train
 
 from tiny_tree import make_tree, one_thread, pin_to_one_core, tiny_argv, tiny_config  # noqa: F401
+from tool_scripts import load_tool
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FORK = multiprocessing.get_context("fork")
 
 
-def _load_tool():
-    path = Path(__file__).resolve().parents[1] / "tools" / "sigkill_resume.py"
-    spec = importlib.util.spec_from_file_location("sigkill_resume", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     # The full version (20+ kills, a new python each time): python tools/sigkill_resume.py
-    failures = _load_tool().run_trials(kills=6, work=tmp_path, seed=1, fork=True, log=lambda line: None)
+    failures = load_tool("sigkill_resume").run_trials(kills=6, work=tmp_path, seed=1, fork=True, log=lambda line: None)
     assert failures == []
 
 
