@@ -11,7 +11,8 @@ from nngk_lab import train as training
 from nngk_lab.fused_loss import MAX_NEIGHBOURS, fused_kernel_nll, fused_loss_usable
 from nngk_lab.loss import class_log_probs, kernel_nll, neighbour_logits
 from nngk_lab.train import make_config
-from test_loss import EPS, random_problem, reference_log_probs, reference_nll, rounding_tolerance
+from test_loss import EPS, _reference, random_problem, reference_nll, rounding_tolerance
+from test_loss_paths import reference_logits
 from tiny_runs import TINY, write_tree
 
 
@@ -26,10 +27,10 @@ def _fused(p, **kw):
 
 
 def naive_nll(features, targets, centres, centre_labels, neighbours, log_weights, sigma):
-    """Differentiable float64 loss from explicit differences, one query at a time."""
+    """Differentiable float64 loss from the explicit-difference logits, one query at a time."""
     terms = []
-    for x, y, nb in zip(features, targets.tolist(), neighbours):
-        logits = log_weights[nb] - (x - centres[nb]).square().sum(1) / (2 * sigma**2)
+    for logits, y, nb in zip(reference_logits(features, centres, neighbours, log_weights, sigma),
+                             targets.tolist(), neighbours):
         same = centre_labels[nb] == y
         if same.any():
             terms.append(torch.logsumexp(logits, 0) - torch.logsumexp(logits[same], 0))
@@ -51,11 +52,6 @@ def test_values_match_the_float64_reference_from_tiny_to_huge_distances(seed, di
                                     p["log_weights"].double(), p["sigma"])
         err = (out.logits.double() - logits64).abs()
         assert torch.all(err <= tol + 8 * EPS[torch.float32] * logits64.abs()), f"{where}: {err.max():.3g}"
-
-
-def _reference(p):
-    return reference_log_probs(p["features"], p["centres"], p["centre_labels"], p["neighbours"],
-                               p["log_weights"], p["sigma"], p["num_classes"])
 
 
 @pytest.mark.parametrize("shape", [(9, 30, 5, 4, 8), (6, 80, 150, 3, 37), (1, 10, 3, 2, 9)],
