@@ -205,7 +205,7 @@ def _write_tree(release: Release, source: Path, download: bool, temp: Path, per_
         raise DataError(f"cannot write the tree next to {temp.parent} ({first_line(e, 120)})") from e
     shutil.rmtree(staging, ignore_errors=True)
     return {"title": release.title, "classes": len(folders), "trained_classes": num_trained,
-            "images": len(entries), "files": " and ".join(sorted(how))}
+            "images": len(entries), "trained_images": sum(e.trained for e in entries), "files": " and ".join(sorted(how))}
 
 
 def _print_prepared(prepared: Prepared) -> None:

@@ -85,6 +85,16 @@ def _corrupt(release: Release, root: Path, error: Exception) -> DataError:
                      f"again and pass {release.expects} with --source")
 
 
+def _pml_class(name: str):
+    """A dataset class of pytorch-metric-learning, which only the benchmarks need."""
+    try:
+        import pytorch_metric_learning.datasets as pml_datasets
+    except ImportError as e:
+        raise DataError("reading this release needs pytorch-metric-learning: pip install "
+                        "pytorch-metric-learning==2.9.0 (it is in requirements.txt)") from e
+    return getattr(pml_datasets, name)
+
+
 def _pml_entries(release: Release, cls, root: Path, download: bool,
                  name_of: Callable[[str, int], str], file_of: Callable[[str], str] = lambda p: Path(p).name
                  ) -> list[Entry]:
@@ -103,8 +113,7 @@ def _pml_entries(release: Release, cls, root: Path, download: bool,
 
 
 def _read_cub(source: Path, download: bool, staging: Path) -> tuple[list[Entry], bool]:
-    from pytorch_metric_learning.datasets import CUB
-
+    CUB = _pml_class("CUB")
     moved = False
     if source.is_file() and source.name.endswith((".tgz", ".tar.gz")) and not download:
         _extract(source, staging / "tgz")
@@ -132,8 +141,7 @@ def _extract(archive: Path, into: Path) -> None:
 
 
 def _read_cars(source: Path, download: bool, staging: Path) -> tuple[list[Entry], bool]:
-    from pytorch_metric_learning.datasets import Cars196
-
+    Cars196 = _pml_class("Cars196")
     names = cache(lambda: (source / "names.csv").read_text().splitlines())  # read as Cars196 reads it
     # Train and test images share file names (00001.jpg ...): keep the split in the name.
     return _pml_entries(CARS196, Cars196, source, download, lambda path, label: names()[label - 1].strip(),
@@ -141,8 +149,7 @@ def _read_cars(source: Path, download: bool, staging: Path) -> tuple[list[Entry]
 
 
 def _read_sop(source: Path, download: bool, staging: Path) -> tuple[list[Entry], bool]:
-    from pytorch_metric_learning.datasets import StanfordOnlineProducts
-
+    StanfordOnlineProducts = _pml_class("StanfordOnlineProducts")
     root = _named_root(source, "Stanford_Online_Products", "Ebay_train.txt", staging / "root")
 
     def name_of(path, label):  # SOP has no product names: "bicycle_final/111085122871_0.JPG" -> bicycle_111085122871
@@ -153,8 +160,7 @@ def _read_sop(source: Path, download: bool, staging: Path) -> tuple[list[Entry],
 
 
 def _read_inaturalist(source: Path, download: bool, staging: Path) -> tuple[list[Entry], bool]:
-    from pytorch_metric_learning.datasets import INaturalist2018
-
+    INaturalist2018 = _pml_class("INaturalist2018")
     def name_of(path, label):  # "train_val2018/Plantae/7477/x.jpg": the release names species only by number
         return f"{Path(path).parts[-3]}_{label}"
 
