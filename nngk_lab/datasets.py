@@ -204,8 +204,8 @@ def _write_tree(release: Release, source: Path, download: bool, temp: Path, per_
     except OSError as e:
         raise DataError(f"cannot write the tree next to {temp.parent} ({first_line(e, 120)})") from e
     shutil.rmtree(staging, ignore_errors=True)
-    return {"title": release.title, "classes": len(folders), "trained_classes": num_trained,
-            "images": len(entries), "trained_images": sum(e.trained for e in entries), "files": " and ".join(sorted(how))}
+    return {"title": release.title, "classes": len(folders), "trained_classes": num_trained, "images": len(entries),
+            "trained_images": sum(e.trained for e in entries), "files": " and ".join(sorted(how))}
 
 
 def _print_prepared(prepared: Prepared) -> None:

@@ -38,7 +38,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class Release:
-    """A dataset release: what to download, what ``--source`` must hold, how to read it."""
+    """A dataset release: what to download, what ``--source`` must hold, how to read it.
+
+    ``read(source, download, staging)`` returns the entries and whether their files may be
+    moved into the tree (they were extracted into ``staging``, a scratch folder inside the
+    tree being written) rather than linked.
+    """
 
     name: str
     title: str
@@ -70,7 +75,9 @@ def _library_read(release: Release, root: Path, download: bool, make: Callable[[
     if download:
         try:
             make(True)
-        except Exception as e:  # urllib, gdown and torchvision raise many types; all mean "no download"
+        except FileNotFoundError:
+            pass  # a partial release the library would not download again: named below
+        except Exception as e:  # urllib and torchvision raise many types; all mean "no download"
             raise DataError(
                 f"cannot download {release.title} into {root} ({first_line(e, 120)}); if this machine is offline, "
                 f"download {release.url} on one that is not and pass it with --source") from e
@@ -105,10 +112,10 @@ def _pml_entries(release: Release, cls, root: Path, download: bool,
     for split in ("train", "test"):
         try:
             data = cls(str(root), split=split, download=False)
-        except (OSError, ValueError, KeyError, IndexError) as e:
+            entries += [Entry(int(label), name_of(path, int(label)), split == "train", file_of(path), path=path)
+                        for path, label in zip(data.paths, data.labels)]
+        except (OSError, ValueError, KeyError, IndexError) as e:  # unreadable or inconsistent annotation files
             raise _corrupt(release, root, e) from e
-        entries += [Entry(int(label), name_of(path, int(label)), split == "train", file_of(path), path=path)
-                    for path, label in zip(data.paths, data.labels)]
     return entries
 
 
@@ -152,7 +159,7 @@ def _read_sop(source: Path, download: bool, staging: Path) -> tuple[list[Entry],
     StanfordOnlineProducts = _pml_class("StanfordOnlineProducts")
     root = _named_root(source, "Stanford_Online_Products", "Ebay_train.txt", staging / "root")
 
-    def name_of(path, label):  # SOP has no product names: "bicycle_final/111085122871_0.JPG" -> bicycle_111085122871
+    def name_of(path, label):  # no product names in SOP: "bicycle_final/111085122871_0.JPG" -> bicycle_111085122871
         p = Path(path)
         return f"{p.parent.name.removesuffix('_final')}_{p.stem.rsplit('_', 1)[0]}"
 
@@ -161,6 +168,7 @@ def _read_sop(source: Path, download: bool, staging: Path) -> tuple[list[Entry],
 
 def _read_inaturalist(source: Path, download: bool, staging: Path) -> tuple[list[Entry], bool]:
     INaturalist2018 = _pml_class("INaturalist2018")
+
     def name_of(path, label):  # "train_val2018/Plantae/7477/x.jpg": the release names species only by number
         return f"{Path(path).parts[-3]}_{label}"
 
@@ -171,17 +179,24 @@ def _torchvision_root(source: Path, folder: str) -> Path:
     return source.parent if source.name == folder and not (source / folder).exists() else source
 
 
+def _torchvision_splits(release: Release, root: Path, download: bool, splits: tuple[str, ...],
+                        make: Callable[[str, bool], object]) -> list[tuple[str, object]]:
+    """``(split, dataset)`` for each split of a torchvision dataset, after its own download
+    when asked (``make(split, download)`` builds one)."""
+    _library_read(release, root, download, lambda dl: make(splits[0], dl))
+    try:
+        return [(split, make(split, False)) for split in splits]
+    except (RuntimeError, OSError, ValueError, KeyError) as e:  # torchvision: "not found or corrupted"
+        raise _corrupt(release, root, e) from e
+
+
 def _read_cifar100(source: Path, download: bool, staging: Path) -> tuple[list[Entry], bool]:
     from torchvision.datasets import CIFAR100
 
     root = _torchvision_root(source, CIFAR100.base_folder)
-    _library_read(CIFAR_100, root, download, lambda dl: CIFAR100(str(root), train=True, download=dl))
     entries = []
-    for split in ("train", "test"):
-        try:
-            data = CIFAR100(str(root), train=split == "train")
-        except (RuntimeError, OSError, ValueError, KeyError) as e:
-            raise _corrupt(CIFAR_100, root, e) from e
+    for split, data in _torchvision_splits(CIFAR_100, root, download, ("train", "test"),
+                                           make=lambda s, dl: CIFAR100(str(root), train=s == "train", download=dl)):
         half = len(data.classes) // 2
         entries += [Entry(int(label), data.classes[label], label < half, f"{split}_{i:05d}.png", pixels=pixels)
                     for i, (pixels, label) in enumerate(zip(data.data, data.targets))]
@@ -192,14 +207,10 @@ def _read_flowers102(source: Path, download: bool, staging: Path) -> tuple[list[
     from torchvision.datasets import Flowers102
 
     root = _torchvision_root(source, "flowers-102")
-    _library_read(FLOWERS_102, root, download, lambda dl: Flowers102(str(root), download=dl))
-    entries = []
     half = len(Flowers102.classes) // 2
-    for split in ("train", "val", "test"):
-        try:
-            data = Flowers102(str(root), split=split)
-        except (RuntimeError, OSError, ValueError, KeyError) as e:
-            raise _corrupt(FLOWERS_102, root, e) from e
+    entries = []
+    for _, data in _torchvision_splits(FLOWERS_102, root, download, ("train", "val", "test"),
+                                       make=lambda s, dl: Flowers102(str(root), split=s, download=dl)):
         # Flowers102 keeps its file list private; torchvision is pinned (requirements.txt).
         entries += [Entry(int(label), Flowers102.classes[label], label < half, Path(path).name, path=str(path))
                     for path, label in zip(data._image_files, data._labels)]

@@ -220,6 +220,13 @@ def test_incomplete_source_names_the_missing_file(name, remove, tmp_path, capsys
     assert not (tmp_path / "t").exists() and not list(tmp_path.glob(".t.partial"))
 
 
+def test_download_into_a_partial_release_names_what_is_missing(tmp_path, capsys):
+    fake = fakes.make_cub(tmp_path / "source")
+    (fake.source / "CUB_200_2011" / "images.txt").unlink()
+    err = _cli_error(capsys, "cub200", "--download", "--source", str(fake.source), "--out", str(tmp_path / "t"))
+    assert "is not a complete CUB-200-2011 release (CUB_200_2011/images.txt is missing)" in err
+
+
 def test_missing_images_and_a_failed_checksum_are_named(tmp_path, capsys, monkeypatch):
     fake = fakes.make_cub(tmp_path / "cub")
     next((fake.source / "CUB_200_2011" / "images").rglob("*.jpg")).unlink()
