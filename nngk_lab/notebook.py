@@ -23,8 +23,10 @@ from .checkpoint import atomic_save, safe_load
 from .data import default_data_root, export_digits
 from .datasets import read_manifest
 from .device import available_cores, resolve_device
+from .config import MODEL_DEFAULTS, make_config
 from .errors import CheckpointError, DataError, NNGKError
-from .train import CHECKPOINT_NAME, DIGITS_DEFAULTS, LoadedRun, load_run, make_config, train
+from .runs import CHECKPOINT_NAME, LoadedRun, load_run
+from .train import train
 
 CACHE_KIND = "nngk_lab.NotebookCache"
 
@@ -109,32 +111,27 @@ def chosen_dataset() -> DatasetChoice:
                     "paper's datasets\"), or unset NNGK_DATASET for the digits")
 
 
-# The small CNN's recipe, chosen on the digits (K and epochs on validation classes there),
-# with flips, which suit photos; native-size CIFAR images, other photos at 64 px.
-_SMALL_CNN = {**DIGITS_DEFAULTS, "hflip": True, "workers": None}
-# The original's settings (ResNet18, ImageNet weights where on disk) at the usual 224 px.
-_RESNET18 = dict(model="resnet18", pretrained="auto", input_size=224, sigma=10.0, num_neighbours=200,
-                 batch_size=32, learning_rate=1e-5, update_interval=5)
-
-
 def _photo_training(choice: DatasetChoice, fast: bool, gpu: bool) -> tuple[dict, dict]:
-    """Notebook 2's run and notebook 3's sweep runs on a photo dataset: ResNet18 on a GPU,
-    the small CNN on a CPU (and in fast mode), each with a time budget (minutes)."""
+    """Notebook 2's run and notebook 3's sweep runs on a photo dataset: ResNet18 at 224 px
+    on a GPU, the small CNN (at CIFAR's native 32 px, other photos at 64) on a CPU and in
+    fast mode, each with its own recipe (``config.MODEL_DEFAULTS``), flips, and a time
+    budget in minutes."""
     manifest = choice.manifest or {}
     data = dict(data_dir=str(choice.data_dir), num_classes=manifest.get("trained_classes"))
     if fast:
-        recipe = {**data, **_SMALL_CNN, "input_size": 16, "num_neighbours": 10, "batch_size": 16, "max_epochs": 2}
+        recipe = {**data, "model": "small_cnn", "hflip": True, "input_size": 16, "num_neighbours": 10,
+                  "batch_size": 16, "max_epochs": 2}
     elif gpu:
-        recipe = {**data, **_RESNET18, "max_epochs": 30, "max_time": 20}
+        recipe = {**data, "model": "resnet18", "input_size": 224, "max_epochs": 30, "max_time": 20}
     else:
         size = 32 if manifest.get("dataset") == "cifar100" else 64
-        recipe = {**data, **_SMALL_CNN, "input_size": size, "max_epochs": 10, "max_time": 10}
+        recipe = {**data, "model": "small_cnn", "hflip": True, "input_size": size, "max_epochs": 10, "max_time": 10}
     if manifest.get("trained_images"):
         # A small tree (--per_class) can have fewer centres than K or a batch; each trained
         # class keeps at least 80% of its images, less one for rounding, as training images.
         centres = int(0.8 * manifest["trained_images"]) - manifest["trained_classes"]
-        recipe["num_neighbours"] = max(1, min(recipe["num_neighbours"], centres - 1))
-        recipe["batch_size"] = max(1, min(recipe["batch_size"], centres))
+        for name, most in (("num_neighbours", centres - 1), ("batch_size", centres)):
+            recipe[name] = max(1, min(recipe.get(name, MODEL_DEFAULTS[recipe["model"]][name]), most))
     budget = recipe.get("max_time")
     return recipe, {**recipe, "max_epochs": 1 if fast else 4, "max_time": budget and budget / 5}
 
@@ -147,23 +144,17 @@ def settings(fast: bool | None = None) -> NotebookSettings:
     choice = chosen_dataset()
     if choice.data_dir is not None:
         training, sweep = _photo_training(choice, fast, torch.cuda.is_available())
-        scale = training["sigma"]  # the sigma grids are set around the training sigma
-        return NotebookSettings(fast=fast, training=training, sweep_training=sweep,
-                                sweep_sigmas=tuple(scale * s for s in ((0.3, 3.0) if fast else (0.1, 0.3, 1, 3, 10))),
-                                test_sigmas=_log_grid(scale * (0.03 if fast else 0.01), scale * (30 if fast else 100),
-                                                      7 if fast else 25),
-                                test_ks=(1, 10, 200) if fast else (1, 5, 20, 50, 200, 1000),
-                                umap_epochs=50 if fast else 200, run_suffix="-fast" if fast else "",
-                                dataset=choice.name)
-    if fast:
-        return NotebookSettings(fast=True, training=dict(max_epochs=2, input_size=16), sweep_sigmas=(0.3, 3.0),
-                                sweep_training=dict(max_epochs=1, input_size=16),
-                                test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
-                                umap_epochs=50, run_suffix="-fast")
-    return NotebookSettings(fast=False, training=dict(max_epochs=DIGITS_DEFAULTS["max_epochs"]),
-                            sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0), sweep_training=dict(max_epochs=4),
-                            test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
-                            umap_epochs=200, run_suffix="")
+    elif fast:
+        training, sweep = dict(max_epochs=2, input_size=16), dict(max_epochs=1, input_size=16)
+    else:
+        training, sweep = dict(max_epochs=MODEL_DEFAULTS["small_cnn"]["max_epochs"]), dict(max_epochs=4)
+    scale = MODEL_DEFAULTS[training.get("model", "small_cnn")]["sigma"]  # sigma grids around the training sigma
+    return NotebookSettings(fast=fast, training=training, sweep_training=sweep,
+                            sweep_sigmas=tuple(scale * s for s in ((0.3, 3.0) if fast else (0.1, 0.3, 1.0, 3.0, 10.0))),
+                            test_sigmas=_log_grid(scale * (0.03 if fast else 0.01), scale * (30 if fast else 100),
+                                                  7 if fast else 25),
+                            test_ks=(1, 10, 200) if fast else (1, 5, 20, 50, 200, 1000),
+                            umap_epochs=50 if fast else 200, run_suffix="-fast" if fast else "", dataset=choice.name)
 
 
 def project_root(start: Path | None = None) -> Path | None:
@@ -241,7 +232,7 @@ def show_error(function: Callable, *args, **kwargs):
 def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> LoadedRun:
     """The run in ``save_dir``: loaded if finished, resumed if interrupted, else trained.
 
-    ``config`` holds :func:`nngk_lab.train.make_config` settings (the digits defaults
+    ``config`` holds :func:`nngk_lab.config.make_config` settings (the digits defaults
     apply without ``data_dir``). A finished run is loaded as it is, even if its settings
     differ from ``config``; delete the folder to retrain.
     """
