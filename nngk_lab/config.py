@@ -64,6 +64,9 @@ class TrainConfig:
     input_size: int = _f(256, "side of the square network input")
     resize_size: int | None = _f(None, "images are resized to this before cropping (default: input * 9/8)")
     hflip: bool = _f(True, "random horizontal flips in training")
+    in_memory: bool | None = _f(None, "decode the training and test images once and keep them in memory, "
+                                      "augmenting whole batches (the same pixels as from the files, much faster "
+                                      "for small images); when not given: when they fit in 2 GiB")
     mean: tuple[float, float, float] = _f((0.5, 0.5, 0.5), "per-channel normalisation mean", cli=False)
     std: tuple[float, float, float] = _f((0.5, 0.5, 0.5), "per-channel normalisation std", cli=False)
     device: str | None = _f(None, "cpu, cuda, cuda:N or auto (GPU if there is one); default: cpu")
@@ -161,8 +164,9 @@ def config_from_dict(saved: dict) -> TrainConfig:
     """The :class:`TrainConfig` of a saved run (its checkpoint's or config.json's dict).
 
     Runs saved before the per-model defaults existed stored ``final_relu`` as None and a
-    small CNN's ``pretrained`` as "auto" (both meant the model's default); they are read as
-    the values they meant, so a resumed run compares and validates like a new one.
+    small CNN's ``pretrained`` as "auto" (both meant the model's default), and no
+    ``in_memory``; they are read as the values they meant, so a resumed run compares,
+    validates and trains like the run it continues.
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in names}
@@ -171,6 +175,7 @@ def config_from_dict(saved: dict) -> TrainConfig:
         values["final_relu"] = model_defaults["final_relu"]
     if values.get("model") == "small_cnn" and values.get("pretrained") == "auto":
         values["pretrained"] = "none"
+    values.setdefault("in_memory", False)  # they read every image from its file
     return TrainConfig(**values)
 
 
