@@ -59,6 +59,12 @@ class TrainConfig:
     weight_learning_rate: float | None = _f(None, "learning rate of the kernel weights (default: "
                                                   "--learning_rate)")
     update_interval: int = _f(5, "refresh the feature bank every this many epochs")
+    centre_momentum: float | None = _f(None, "move each image's centre towards its new embedding at every step "
+                                             "(centre = m * centre + (1 - m) * embedding), so that a refresh only "
+                                             "searches new neighbour lists; when not given: the paper's scheme, "
+                                             "centres recomputed at each refresh")
+    monitor_test: bool = _f(True, "measure the test images at each bank refresh (the history's test accuracy); "
+                                  "the final evaluation is always made")
     max_epochs: int = _f(100, "stop after this many epochs")
     max_time: float | None = _f(None, "stop after this many minutes of training (default: no limit)")
     input_size: int = _f(256, "side of the square network input")
@@ -111,6 +117,8 @@ class TrainConfig:
             (self.model in MODEL_NAMES, f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (self.centre_momentum is None or 0 <= self.centre_momentum < 1,
+             f"--centre_momentum must be in [0, 1), got {self.centre_momentum}"),
             (self.model == "resnet18" or self.pretrained == "none",
              f"--pretrained applies to resnet18 only; {self.model} has no pretrained weights, so leave the flag "
              f"out (got {self.pretrained!r})"),

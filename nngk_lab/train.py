@@ -132,7 +132,7 @@ class _Run:
         use_fused = config.loss == "nngk" and config.fused_loss and fused_loss_usable(device)
         self.step = TrainStep(self.parts.model, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
                               config.sigma, split.num_trained, device, config.amp,
-                              fused_kernel_nll if use_fused else kernel_nll)
+                              fused_kernel_nll if use_fused else kernel_nll, config.centre_momentum)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -148,6 +148,8 @@ class _Run:
             while p.epoch < config.max_epochs and stop_reason == "max_epochs":
                 if self.refresh_due():
                     self.refresh()
+                    if p.history and config.monitor_test:
+                        p.history[-1].update(self.test_metrics(self.current_bank()))
                     self.save()
                 stop_reason = self.train_epoch(interrupt)
                 if stop_reason != "max_epochs" and p.step * config.batch_size < len(self.split.train):
@@ -181,12 +183,26 @@ class _Run:
         return FeatureBank.build(self.parts.model, self.images.eval_batches("train"), self.device, self.k_train,
                                  self.progress.epoch, self.config.progress)
 
+    @property
+    def online_centres(self) -> bool:
+        return self.config.centre_momentum is not None
+
     def refresh(self) -> None:
-        """The scheduled refresh; the new bank also measures the last finished epoch."""
+        """The scheduled refresh: new centres and neighbour lists or, where the centres
+        follow the network at every step (``centre_momentum``), new neighbour lists."""
         p = self.progress
-        p.bank = self.build_bank()
-        if p.history:
-            p.history[-1].update(self.test_metrics(p.bank))
+        if self.online_centres and p.bank is not None:
+            p.bank.update_neighbours(self.k_train)
+            p.bank.refreshed_at_epoch = p.epoch
+        else:
+            p.bank = self.build_bank()
+
+    def current_bank(self) -> FeatureBank:
+        """A bank of the current model's centres: the training bank just after a refresh
+        that recomputed it, else a new one (not kept for training)."""
+        p = self.progress
+        fresh = p.bank is not None and p.bank.refreshed_at_epoch == p.epoch and p.step == 0 and not self.online_centres
+        return p.bank if fresh else self.build_bank()
 
     def train_epoch(self, interrupt: DeferredInterrupt) -> str:
         """Train the rest of the current epoch; return why it stopped: ``"max_epochs"`` when
@@ -243,15 +259,15 @@ class _Run:
         keeps finished epochs only.
         """
         p, config = self.progress, self.config
-        at_refresh = p.step == 0 and (config.loss != "nngk" or p.epoch % config.update_interval == 0)
+        # Where the next epoch would recompute the bank anyway, the final one is that bank.
+        at_refresh = p.step == 0 and (config.loss != "nngk" or (p.epoch % config.update_interval == 0
+                                                                 and not self.online_centres))
+        bank = self.current_bank()
         eval_bank = None
-        if p.bank is not None and p.bank.refreshed_at_epoch == p.epoch and p.step == 0:
-            bank = p.bank  # already the final model's
-        elif at_refresh:
-            self.refresh()
-            bank = p.bank
-        else:
-            bank = eval_bank = self.build_bank()
+        if at_refresh:
+            p.bank = bank
+        elif bank is not p.bank:
+            eval_bank = bank
         evaluation = self.test_metrics(bank)
         if p.history and p.step == 0:
             p.history[-1].update(evaluation)

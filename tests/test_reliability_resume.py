@@ -81,9 +81,11 @@ def test_same_seed_gives_the_same_history_and_weights(tree, tmp_path):
     ("softmax", [{6}], 0, None),
     ("nngk", [{3}], 0, False),           # images read from their files
     ("nngk", [{3}], 1, False),           # a loader worker process: augmentation does not depend on it
+    ("nngk_online", [{3}], 0, None),     # centres moved at every step
 ])
 def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, interrupts, workers, in_memory):
-    settings = dict(loss=loss, workers=workers, in_memory=in_memory)
+    settings = dict(loss="nngk", centre_momentum=0.5) if loss == "nngk_online" else dict(loss=loss)
+    settings.update(workers=workers, in_memory=in_memory)
     reference = train(tiny_config(tree, tmp_path / "reference", **settings))
     assert load_run(tmp_path / "reference").config.in_memory is (in_memory is None)  # None: small enough
     save_dir = tmp_path / "interrupted"
