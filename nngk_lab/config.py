@@ -49,6 +49,8 @@ class TrainConfig:
                                  "the small CNN has none")
     final_relu: bool | None = _f(None, "keep the ReLU at the end of the backbone")
     dropout: float = _f(0.0, "dropout before the embedding head")
+    normalise: bool = _f(False, "scale every embedding to unit length (squared distances in [0, 4], so sigma "
+                                "acts as a temperature)")
     embedding_dim: int | None = _f(None, "add a linear layer to this many dimensions (default: none, the "
                                          "backbone's own output)")
     loss: str = _f("nngk", "nngk (the method), or softmax, the baseline", choices=LOSSES)
@@ -59,11 +61,20 @@ class TrainConfig:
     weight_learning_rate: float | None = _f(None, "learning rate of the kernel weights (default: "
                                                   "--learning_rate)")
     update_interval: int = _f(5, "refresh the feature bank every this many epochs")
+    centre_momentum: float | None = _f(None, "move each image's centre towards its new embedding at every step "
+                                             "(centre = m * centre + (1 - m) * embedding), so that a refresh only "
+                                             "searches new neighbour lists; when not given: the paper's scheme, "
+                                             "centres recomputed at each refresh")
+    monitor_test: bool = _f(True, "measure the test images at each bank refresh (the history's test accuracy); "
+                                  "the final evaluation is always made")
     max_epochs: int = _f(100, "stop after this many epochs")
     max_time: float | None = _f(None, "stop after this many minutes of training (default: no limit)")
     input_size: int = _f(256, "side of the square network input")
     resize_size: int | None = _f(None, "images are resized to this before cropping (default: input * 9/8)")
     hflip: bool = _f(True, "random horizontal flips in training")
+    in_memory: bool | None = _f(None, "decode the training and test images once and keep them in memory, "
+                                      "augmenting whole batches (the same pixels as from the files, much faster "
+                                      "for small images); when not given: when they fit in 2 GiB")
     mean: tuple[float, float, float] = _f((0.5, 0.5, 0.5), "per-channel normalisation mean", cli=False)
     std: tuple[float, float, float] = _f((0.5, 0.5, 0.5), "per-channel normalisation std", cli=False)
     device: str | None = _f(None, "cpu, cuda, cuda:N or auto (GPU if there is one); default: cpu")
@@ -108,6 +119,8 @@ class TrainConfig:
             (self.model in MODEL_NAMES, f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (self.centre_momentum is None or 0 <= self.centre_momentum < 1,
+             f"--centre_momentum must be in [0, 1), got {self.centre_momentum}"),
             (self.model == "resnet18" or self.pretrained == "none",
              f"--pretrained applies to resnet18 only; {self.model} has no pretrained weights, so leave the flag "
              f"out (got {self.pretrained!r})"),
@@ -161,8 +174,9 @@ def config_from_dict(saved: dict) -> TrainConfig:
     """The :class:`TrainConfig` of a saved run (its checkpoint's or config.json's dict).
 
     Runs saved before the per-model defaults existed stored ``final_relu`` as None and a
-    small CNN's ``pretrained`` as "auto" (both meant the model's default); they are read as
-    the values they meant, so a resumed run compares and validates like a new one.
+    small CNN's ``pretrained`` as "auto" (both meant the model's default), and no
+    ``in_memory``; they are read as the values they meant, so a resumed run compares,
+    validates and trains like the run it continues.
     """
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in names}
@@ -171,6 +185,7 @@ def config_from_dict(saved: dict) -> TrainConfig:
         values["final_relu"] = model_defaults["final_relu"]
     if values.get("model") == "small_cnn" and values.get("pretrained") == "auto":
         values["pretrained"] = "none"
+    values.setdefault("in_memory", False)  # they read every image from its file
     return TrainConfig(**values)
 
 

@@ -258,6 +258,11 @@ def split_samples(classes: Sequence[str], samples: Sequence[Sample], num_trained
     return DataSplit(classes, num_trained, train, test, heldout)
 
 
+def default_resize_size(input_size: int) -> int:
+    """The side images are resized to before a crop of ``input_size``: 9/8 of it."""
+    return int(round(input_size * 9 / 8))
+
+
 def build_transforms(input_size: int, resize_size: int | None = None, hflip: bool = True,
                      mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
     """Return ``(train_transform, eval_transform)`` as in the original.
@@ -267,7 +272,7 @@ def build_transforms(input_size: int, resize_size: int | None = None, hflip: boo
     Both normalise with ``mean`` and ``std`` (the original used 0.5 / 0.5).
     """
     if resize_size is None:
-        resize_size = int(round(input_size * 9 / 8))
+        resize_size = default_resize_size(input_size)
     if resize_size < input_size:
         raise DataError(f"resize size {resize_size} is smaller than the input size {input_size}")
     normalise = [T.ToTensor(), T.Normalize(mean, std)]

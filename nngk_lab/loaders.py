@@ -9,7 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import TrainConfig
-from .data import DataSplit, ImageSamples, build_transforms, export_digits, scan_image_folder, split_samples
+from .data import (DataSplit, ImageSamples, build_transforms, default_resize_size, export_digits, scan_image_folder,
+                   split_samples)
+from .decoded import MEMORY_BUDGET_BYTES, DecodedImages, EpochAugmentation, MemoryBatches, decoded_bytes
 from .device import default_workers
 from .errors import ConfigError
 
@@ -63,19 +65,53 @@ def make_loader(dataset, config: TrainConfig, device: torch.device, sampler=None
                       worker_init_fn=_ignore_sigint if workers else None)
 
 
-def train_samples(config: TrainConfig, split: DataSplit) -> ImageSamples:
-    """The training images with the run's augmentation (random per image and epoch)."""
-    train_tf, _ = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
-    return ImageSamples(split.train, train_tf, seed=config.seed)
+class RunImages:
+    """A training run's images: the training batches of each epoch and the evaluation
+    batches of the train and test parts of ``split``, read from the files or, with
+    ``config.in_memory``, decoded once and kept in memory (:mod:`nngk_lab.decoded`)."""
+
+    def __init__(self, config: TrainConfig, split: DataSplit, device: torch.device):
+        self.config, self.split, self.device = config, split, device
+        self.train_tf, self.eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip,
+                                                       config.mean, config.std)
+        self._decoded: dict[str, DecodedImages] = {}
+        self._files = ImageSamples(split.train, self.train_tf, seed=config.seed)
+
+    def _memory(self, part: str) -> DecodedImages:
+        if part not in self._decoded:
+            c = self.config
+            self._decoded[part] = DecodedImages(getattr(self.split, part), resize_size(c), c.input_size, c.mean,
+                                                c.std, c.progress, desc=f"decoding {part} images")
+        return self._decoded[part]
+
+    def epoch_batches(self, epoch: int, skip_batches: int):
+        """Epoch ``epoch``'s training batches ``(images, labels, index)``, after the first
+        ``skip_batches`` (done before an interruption)."""
+        c = self.config
+        order = EpochOrder(len(self.split.train), c.seed, epoch, skip_batches * c.batch_size)
+        if c.in_memory:
+            augmentation = EpochAugmentation(len(self.split.train), resize_size(c), c.input_size, c.hflip, c.seed,
+                                             epoch)
+            return MemoryBatches(self._memory("train"), order, c.batch_size, augmentation)
+        self._files.set_epoch(epoch)
+        return make_loader(self._files, c, self.device, sampler=order, epoch=epoch)
+
+    def eval_batches(self, part: str):
+        """The ``part`` (``"train"`` or ``"test"``) images without augmentation, in order."""
+        if self.config.in_memory:
+            images = self._memory(part)
+            return MemoryBatches(images, range(len(images)), self.config.batch_size)
+        return make_loader(ImageSamples(getattr(self.split, part), self.eval_tf), self.config, self.device)
 
 
-def epoch_loader(train_set: ImageSamples, config: TrainConfig, device: torch.device, epoch: int,
-                 skip_batches: int) -> DataLoader:
-    """Epoch ``epoch``'s training batches, after the first ``skip_batches`` (done before
-    an interruption)."""
-    order = EpochOrder(len(train_set), config.seed, epoch, skip_batches * config.batch_size)
-    train_set.set_epoch(epoch)
-    return make_loader(train_set, config, device, sampler=order, epoch=epoch)
+def resize_size(config: TrainConfig) -> int:
+    """The side images are resized to before cropping (``input_size * 9/8`` unless set)."""
+    return config.resize_size or default_resize_size(config.input_size)
+
+
+def fits_in_memory(config: TrainConfig, split: DataSplit) -> bool:
+    """Whether the training and test images, decoded, fit :data:`MEMORY_BUDGET_BYTES`."""
+    return decoded_bytes(len(split.train) + len(split.test), resize_size(config)) <= MEMORY_BUDGET_BYTES
 
 
 def eval_loaders(config: TrainConfig, split: DataSplit, device: torch.device,

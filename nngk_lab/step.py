@@ -32,7 +32,9 @@ class TrainStep:
 
     An NNGK run passes ``kernel_weights`` and the loss function ``nll``
     (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``.
-    ``amp`` runs the network under bf16 autocast.
+    ``amp`` runs the network under bf16 autocast. With ``centre_momentum`` m, each
+    image's centre in the bank moves to m * centre + (1 - m) * its new embedding after the
+    step (an online update, as memory-bank methods keep their bank fresh).
     """
 
     model: nn.Module
@@ -44,14 +46,13 @@ class TrainStep:
     device: torch.device
     amp: bool = False
     nll: Callable[..., KernelLoss] = kernel_nll
+    centre_momentum: float | None = None
 
     def __post_init__(self):
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The network's float32 embeddings of ``images`` (already on the device)."""
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
         with self._autocast:
             features = self.model(images)
         return features.float()
@@ -80,10 +81,13 @@ class TrainStep:
         """Forward, loss, backward and optimiser step on one batch from the loader."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        loss, present, predictions = self.loss(self.features(images), labels, index, bank)
+        features = self.features(images)
+        loss, present, predictions = self.loss(features, labels, index, bank)
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
+        if self.centre_momentum is not None and bank is not None:  # after backward, which reads the centres
+            bank.move_centres(index.to(self.device, non_blocking=True), features.detach(), self.centre_momentum)
         return StepResult(loss.detach(), present, predictions, labels)
 
 

@@ -8,6 +8,7 @@ folder and checkpoint are :mod:`nngk_lab.runs`'s, its settings :mod:`nngk_lab.co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -29,7 +30,7 @@ from .device import available_cores, resolve_device
 from .errors import ConfigError, NNGKError, ResourceError
 from .fused_loss import fused_kernel_nll, fused_loss_usable
 from .interrupts import DeferredInterrupt
-from .loaders import epoch_loader, eval_loaders, load_split, train_samples
+from .loaders import RunImages, fits_in_memory, load_split
 from .loss import KernelWeights, kernel_nll
 from .parts import build_initial_parts
 from .runs import (Progress, check_finite, check_same_data, check_save_dir, data_fingerprint, read_checkpoint,
@@ -108,6 +109,8 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     if state is not None:
         check_same_data(state, split, fingerprint, config, resume_from)
     _check_sizes(config, len(split.train))
+    if config.in_memory is None:
+        config = dataclasses.replace(config, in_memory=fits_in_memory(config, split))
     run = _Run(config, split, device, save_dir, fingerprint)
     if state is not None:
         run.progress = restore(state, run.parts, device, resume_from)
@@ -124,13 +127,12 @@ class _Run:
         self.fingerprint = fingerprint
         self.parts = build_initial_parts(config, split.num_trained, len(split.train), device)
         self.progress = Progress()
-        self.train_set = train_samples(config, split)
-        self.bank_loader = eval_loaders(config, split, device, ("train",))["train"]
+        self.images = RunImages(config, split, device)
         self.k_train = min(config.num_neighbours, len(split.train) - 1)
         use_fused = config.loss == "nngk" and config.fused_loss and fused_loss_usable(device)
         self.step = TrainStep(self.parts.model, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
                               config.sigma, split.num_trained, device, config.amp,
-                              fused_kernel_nll if use_fused else kernel_nll)
+                              fused_kernel_nll if use_fused else kernel_nll, config.centre_momentum)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -146,6 +148,8 @@ class _Run:
             while p.epoch < config.max_epochs and stop_reason == "max_epochs":
                 if self.refresh_due():
                     self.refresh()
+                    if p.history and config.monitor_test:
+                        p.history[-1].update(self.test_metrics(self.current_bank()))
                     self.save()
                 stop_reason = self.train_epoch(interrupt)
                 if stop_reason != "max_epochs" and p.step * config.batch_size < len(self.split.train):
@@ -176,21 +180,35 @@ class _Run:
 
     def build_bank(self) -> FeatureBank:
         """All centres from the current model, and each one's K nearest other centres."""
-        return FeatureBank.build(self.parts.model, self.bank_loader, self.device, self.k_train, self.progress.epoch,
-                                 self.config.progress)
+        return FeatureBank.build(self.parts.model, self.images.eval_batches("train"), self.device, self.k_train,
+                                 self.progress.epoch, self.config.progress)
+
+    @property
+    def online_centres(self) -> bool:
+        return self.config.centre_momentum is not None
 
     def refresh(self) -> None:
-        """The scheduled refresh; the new bank also measures the last finished epoch."""
+        """The scheduled refresh: new centres and neighbour lists or, where the centres
+        follow the network at every step (``centre_momentum``), new neighbour lists."""
         p = self.progress
-        p.bank = self.build_bank()
-        if p.history:
-            p.history[-1].update(self.test_metrics(p.bank))
+        if self.online_centres and p.bank is not None:
+            p.bank.update_neighbours(self.k_train)
+            p.bank.refreshed_at_epoch = p.epoch
+        else:
+            p.bank = self.build_bank()
+
+    def current_bank(self) -> FeatureBank:
+        """A bank of the current model's centres: the training bank just after a refresh
+        that recomputed it, else a new one (not kept for training)."""
+        p = self.progress
+        fresh = p.bank is not None and p.bank.refreshed_at_epoch == p.epoch and p.step == 0 and not self.online_centres
+        return p.bank if fresh else self.build_bank()
 
     def train_epoch(self, interrupt: DeferredInterrupt) -> str:
         """Train the rest of the current epoch; return why it stopped: ``"max_epochs"`` when
         it ran to its end, else ``"interrupted"`` or ``"max_time"``."""
         p, config = self.progress, self.config
-        loader = epoch_loader(self.train_set, config, self.device, p.epoch, p.step)
+        loader = self.images.epoch_batches(p.epoch, p.step)
         # Starting from the saved sums keeps a resumed epoch's float additions in order.
         sums = {k: torch.tensor(p.sums[k], device=self.device) for k in EPOCH_SUMS}
         self.parts.model.train()
@@ -241,15 +259,15 @@ class _Run:
         keeps finished epochs only.
         """
         p, config = self.progress, self.config
-        at_refresh = p.step == 0 and (config.loss != "nngk" or p.epoch % config.update_interval == 0)
+        # Where the next epoch would recompute the bank anyway, the final one is that bank.
+        at_refresh = p.step == 0 and (config.loss != "nngk" or (p.epoch % config.update_interval == 0
+                                                                 and not self.online_centres))
+        bank = self.current_bank()
         eval_bank = None
-        if p.bank is not None and p.bank.refreshed_at_epoch == p.epoch and p.step == 0:
-            bank = p.bank  # already the final model's
-        elif at_refresh:
-            self.refresh()
-            bank = p.bank
-        else:
-            bank = eval_bank = self.build_bank()
+        if at_refresh:
+            p.bank = bank
+        elif bank is not p.bank:
+            eval_bank = bank
         evaluation = self.test_metrics(bank)
         if p.history and p.step == 0:
             p.history[-1].update(evaluation)
@@ -264,8 +282,7 @@ class _Run:
         model's)."""
         if not self.split.test:
             return {}
-        test_loader = eval_loaders(self.config, self.split, self.device, ("test",))["test"]
-        queries, labels = embed(self.parts.model, test_loader, self.device, self.config.progress,
+        queries, labels = embed(self.parts.model, self.images.eval_batches("test"), self.device, self.config.progress,
                                 desc="embedding test images")
         kw = self.parts.kernel_weights
         return {"num_test_images": len(self.split.test),

@@ -74,25 +74,30 @@ def test_same_seed_gives_the_same_history_and_weights(tree, tmp_path):
     assert not same_tensors(_state(a), _state(c))  # the seed matters, so the check above means something
 
 
-@pytest.mark.parametrize("loss, interrupts, workers", [
-    ("nngk", [{2}], 0),            # mid-epoch
-    ("nngk", [{4}], 0),            # on the last batch of an epoch (4 batches per epoch)
-    ("nngk", [{3}, {6}], 0),       # twice: mid-epoch, then again after resuming
-    ("softmax", [{6}], 0),
-    ("nngk", [{3}], 1),            # a loader worker process: augmentation does not depend on it
+@pytest.mark.parametrize("loss, interrupts, workers, in_memory", [
+    ("nngk", [{2}], 0, None),            # mid-epoch
+    ("nngk", [{4}], 0, None),            # on the last batch of an epoch (4 batches per epoch)
+    ("nngk", [{3}, {6}], 0, None),       # twice: mid-epoch, then again after resuming
+    ("softmax", [{6}], 0, None),
+    ("nngk", [{3}], 0, False),           # images read from their files
+    ("nngk", [{3}], 1, False),           # a loader worker process: augmentation does not depend on it
+    ("nngk_online", [{3}], 0, None),     # centres moved at every step
 ])
-def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, interrupts, workers):
-    reference = train(tiny_config(tree, tmp_path / "reference", loss=loss))
+def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, interrupts, workers, in_memory):
+    settings = dict(loss="nngk", centre_momentum=0.5) if loss == "nngk_online" else dict(loss=loss)
+    settings.update(workers=workers, in_memory=in_memory)
+    reference = train(tiny_config(tree, tmp_path / "reference", **settings))
+    assert load_run(tmp_path / "reference").config.in_memory is (in_memory is None)  # None: small enough
     save_dir = tmp_path / "interrupted"
     resume = False
     for steps in interrupts:
         with monkeypatch.context() as m:
             _signal_at_steps(m, steps)
-            result = train(tiny_config(tree, save_dir, loss=loss, workers=workers), resume=resume)
+            result = train(tiny_config(tree, save_dir, **settings), resume=resume)
         assert result.stop_reason == "interrupted"
         assert not safe_load(save_dir / CHECKPOINT_NAME, CHECKPOINT_KIND)["finished"]
         resume = True
-    resumed = train(tiny_config(tree, save_dir, loss=loss, workers=workers), resume=True)
+    resumed = train(tiny_config(tree, save_dir, **settings), resume=True)
     assert resumed.stop_reason == "max_epochs"
     assert history_without_time(resumed.history) == history_without_time(reference.history)
     assert same_tensors(_state(resumed), _state(reference))
