@@ -32,7 +32,9 @@ class TrainStep:
 
     An NNGK run passes ``kernel_weights`` and the loss function ``nll``
     (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``.
-    ``amp`` runs the network under bf16 autocast.
+    ``amp`` runs the network under bf16 autocast. In a distributed run ``model`` is the
+    DistributedDataParallel wrapper and ``loss_share`` scales this process's loss (given
+    its ``present`` samples) so that the averaged gradient is the global batch's.
     """
 
     model: nn.Module
@@ -44,6 +46,7 @@ class TrainStep:
     device: torch.device
     amp: bool = False
     nll: Callable[..., KernelLoss] = kernel_nll
+    loss_share: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self):
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -82,7 +85,7 @@ class TrainStep:
         labels = labels.to(self.device, non_blocking=True)
         loss, present, predictions = self.loss(self.features(images), labels, index, bank)
         self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if self.loss_share is None else loss * self.loss_share(present)).backward()
         self.optimiser.step()
         return StepResult(loss.detach(), present, predictions, labels)
 
