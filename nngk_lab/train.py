@@ -77,6 +77,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     save_dir = Path(config.save_dir)
     with distributed.session(config.device, config.gpu_id, config.dist_timeout) as device, \
             contextlib.ExitStack() as held:
+        given = config
+        config = distributed.from_writer(lambda: given)  # process 0's settings hold for all
         resume_from = distributed.from_writer(lambda: _claim(save_dir, resume, held))
         try:
             return _train(config, device, save_dir, resume_from)

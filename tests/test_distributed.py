@@ -11,9 +11,7 @@ collective has a timeout, so a hang fails the test instead of stopping CI.
 from __future__ import annotations
 
 import functools
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +28,11 @@ from nngk_lab.loaders import eval_loaders, load_split
 from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
 from nngk_lab.train import train
 
+from bench.bench_distributed import free_port, launch, torchrun_variables
 from tiny_tree import make_tree, subprocess_env, tiny_argv, tiny_config
 
 WORKER = str(Path(__file__).with_name("dist_worker.py"))
-LAUNCH_TIMEOUT_S = 300  # a launch's processes are killed after this; they take ~10 s on 2 cores
+LAUNCH_TIMEOUT_S = 300  # a launch's processes are killed after this; they take 10-40 s on 2 shared cores
 DIST_TIMEOUT_MIN = "1"  # each collective's timeout inside the processes
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float reduction order: measured differences were ~2e-7
 
@@ -67,33 +66,10 @@ def _config(tree, save_dir, **settings):
     return tiny_config(tree, save_dir, dropout=0.0, **settings)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(argv: list[str], world: int = 2, **env) -> list[subprocess.CompletedProcess]:
     """Start ``world`` worker processes as torchrun would (its environment variables) and
     wait for all of them; return each one's exit status and output."""
-    port = _free_port()
-    procs = []
-    for rank in range(world):
-        variables = dict(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **env)
-        procs.append(subprocess.Popen([sys.executable, WORKER, *argv], env={**subprocess_env(), **variables},
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    return [_finish(p) for p in procs]
-
-
-def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    try:
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f"a training process did not exit within {LAUNCH_TIMEOUT_S} s:\n{out[-3000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out)
+    return launch([sys.executable, WORKER, *argv], world, {**subprocess_env(), **env}, LAUNCH_TIMEOUT_S)
 
 
 def _losses(history: list[dict]) -> torch.Tensor:
@@ -132,10 +108,9 @@ def two(tree, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("two") / "run"
     save_dir.mkdir()
     env = {**subprocess_env(), "NNGK_TEST_FROZEN_BN": "1", "NNGK_TEST_WEIGHTS": str(save_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             WORKER, *_argv(tree, save_dir)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    done = _finish(proc)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           WORKER, *_argv(tree, save_dir)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=LAUNCH_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:]
     return save_dir, done.stdout
 
@@ -234,8 +209,7 @@ def test_trained_batchnorm_trains_close_to_one_process(tree, tmp_path):
 @pytest.fixture
 def torchrun_env(monkeypatch):
     """This process as torchrun's only process (world size 1)."""
-    for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())).items():
+    for name, value in torchrun_variables(0, 1, free_port()).items():
         monkeypatch.setenv(name, value)
 
 
