@@ -4,8 +4,9 @@ the CPU (gloo), as torchrun runs them.
     python -m bench.bench_distributed           # small CNN, 32 px, 1024 images, global batch 64
     python -m bench.bench_distributed --quick   # tiny sizes: checks the script runs
 
-One process runs the plain path (no process group); several are started with torchrun's
-environment variables, each with its share of the cores (cores // processes threads).
+One process runs the plain path (no process group), with all the cores' threads and
+with one; several are started with torchrun's environment variables, each with its share
+of the cores (cores // processes threads).
 They time the bank refresh (each process embeds its share of the batches and searches
 its share of the rows; all gather the results) and training steps (each process takes its
 slice of the global batch; DistributedDataParallel averages the gradients), with the
@@ -34,7 +35,7 @@ import torch
 from nngk_lab import distributed
 from nngk_lab.bank import FeatureBank
 from nngk_lab.config import make_config
-from nngk_lab.device import available_cores, processes_per_machine
+from nngk_lab.device import available_cores
 from nngk_lab.loaders import epoch_loader, eval_loaders, load_split, train_samples
 from nngk_lab.parts import build_initial_parts
 from nngk_lab.step import TrainStep
@@ -81,12 +82,12 @@ def launch(command: list[str], world: int, env: dict[str, str], timeout_s: float
     return done
 
 
-def worker(data: str, sizes: dict, steps: int) -> None:
+def worker(data: str, sizes: dict, steps: int, threads: int) -> None:
     """One process's timings (see the module docstring); process 0 prints them as JSON."""
     config = make_config(data_dir=data, save_dir=tempfile.mkdtemp(), model="small_cnn", input_size=sizes["side"],
                          batch_size=sizes["batch"], num_neighbours=sizes["k"], workers=0, progress=False,
                          test_fraction=0.0, num_classes=4)
-    torch.set_num_threads(max(1, available_cores() // processes_per_machine()))
+    torch.set_num_threads(threads)
     with distributed.session("cpu", None, 5.0) as device:
         split = load_split(config)
         parts = build_initial_parts(config, split.num_trained, len(split.train), device)
@@ -114,19 +115,23 @@ def worker(data: str, sizes: dict, steps: int) -> None:
 
 
 def run(worlds: list[int], sizes: dict, steps: int, timeout_s: float = 600) -> list[dict]:
-    """Time each number of processes in ``worlds``; return the table's rows."""
+    """Time each number of processes in ``worlds`` (one process also on one thread);
+    return the table's rows."""
     rows = []
+    cores = available_cores()
+    cases = [(world, max(1, cores // world)) for world in worlds] + ([(1, 1)] if 1 in worlds and cores > 1 else [])
     with tempfile.TemporaryDirectory() as tmp:
         write_images(Path(tmp), sizes["images"], sizes["side"], "png")
         command = [sys.executable, "-m", "bench.bench_distributed", "--worker", tmp, "--sizes", json.dumps(sizes),
-                   "--steps", str(steps)]
+                   "--steps", str(steps), "--threads"]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                             os.environ.get("PYTHONPATH", "")])}
-        for world in worlds:
+        for world, threads in cases:
             if world == 1:  # the plain path: no process group at all
-                done = [subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)]
+                done = [subprocess.run([*command, str(threads)], env=env, capture_output=True, text=True,
+                                       timeout=timeout_s)]
             else:
-                done = launch(command, world, env, timeout_s)
+                done = launch([*command, str(threads)], world, env, timeout_s)
             if any(d.returncode for d in done):
                 raise RuntimeError(f"{world} process(es) failed:\n" + "\n".join(d.stdout[-2000:] for d in done))
             rows.append(json.loads(done[0].stdout.strip().splitlines()[-1]))
@@ -180,9 +185,10 @@ def main(argv=None) -> list[dict] | None:
     p.add_argument("--steps", type=int, help="training steps timed (default 12, quick 2)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--sizes", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(args.worker, json.loads(args.sizes), args.steps)
+        worker(args.worker, json.loads(args.sizes), args.steps, args.threads)
         return None
     sizes = QUICK if args.quick else FULL
     rows = run([int(w) for w in args.worlds.split(",")], sizes, args.steps or (2 if args.quick else 12))

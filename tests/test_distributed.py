@@ -23,9 +23,11 @@ from nngk_lab import parts as parts_module
 from nngk_lab import train as train_module
 from nngk_lab.bank import FeatureBank
 from nngk_lab.checkpoint import safe_load
+from nngk_lab.cli import evaluate_main
 from nngk_lab.errors import ConfigError
+from nngk_lab.evaluate import METRICS_NAME
 from nngk_lab.loaders import eval_loaders, load_split
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
+from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run, run_lock
 from nngk_lab.train import train
 
 from bench.bench_distributed import free_port, launch, torchrun_variables
@@ -227,3 +229,30 @@ def test_sync_bn_on_the_cpu_is_refused(tree, tmp_path, torchrun_env):
     with pytest.raises(ConfigError, match="--sync_bn needs GPUs"):
         train(_config(tree, tmp_path / "run", sync_bn=True))
     assert not torch.distributed.is_initialized()
+
+
+def test_an_error_of_process_0_stops_every_process_with_one_line(tree, tmp_path, single):
+    """Process 0 checks the save folder; its refusal (a run is there, no --resume) reaches
+    the other process, and both exit at once with the same error line."""
+    save_dir = Path(single.config.save_dir)
+    done = _launch(_argv(tree, save_dir))
+    assert [d.returncode for d in done] == [2, 2], done[0].stdout[-2000:] + done[1].stdout[-2000:]
+    for rank, d in enumerate(done):
+        assert f"error (process {rank} of 2): {save_dir} already holds a run; pass --resume" in d.stdout
+        assert "Traceback" not in d.stdout
+
+
+def test_the_run_lock_holds_under_torchrun(tree, tmp_path, torchrun_env):
+    save_dir = tmp_path / "run"
+    save_dir.mkdir()
+    with run_lock(save_dir), pytest.raises(ConfigError, match="another process is training"):
+        train(_config(tree, save_dir))
+    assert not torch.distributed.is_initialized()
+
+
+def test_evaluate_runs_on_process_0_only(single, monkeypatch, capsys):
+    for name, value in torchrun_variables(1, 2, free_port()).items():
+        monkeypatch.setenv(name, value)
+    assert evaluate_main(["--save_dir", single.config.save_dir, "--no_progress"]) == 0
+    assert capsys.readouterr().out == ""
+    assert not (Path(single.config.save_dir) / METRICS_NAME).exists()
