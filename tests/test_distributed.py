@@ -225,6 +225,16 @@ def test_the_ddp_path_with_one_process_is_the_plain_run(tree, tmp_path, single, 
     assert all(torch.equal(got[k], expected[k]) for k in expected)
 
 
+def test_softmax_through_ddp_with_one_process_is_the_plain_run(tree, tmp_path, monkeypatch):
+    """The softmax head is averaged with the network too (and its loss shared)."""
+    plain = train(_config(tree, tmp_path / "plain", loss="softmax", max_epochs=1))
+    for name, value in torchrun_variables(0, 1, free_port()).items():
+        monkeypatch.setenv(name, value)
+    ddp = train(_config(tree, tmp_path / "ddp", loss="softmax", max_epochs=1))
+    assert [h["loss"] for h in ddp.history] == [h["loss"] for h in plain.history]
+    assert all(torch.equal(a, b) for a, b in zip(ddp.head.state_dict().values(), plain.head.state_dict().values()))
+
+
 def test_sync_bn_on_the_cpu_is_refused(tree, tmp_path, torchrun_env):
     with pytest.raises(ConfigError, match="--sync_bn needs GPUs"):
         train(_config(tree, tmp_path / "run", sync_bn=True))
