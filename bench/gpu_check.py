@@ -9,7 +9,8 @@ and with bf16 autocast: ResNet18 training steps at the original's 256 x 256 inpu
 and softmax, and each part of the step), the loss against the gather of its neighbour
 centres, the bank refresh, the neighbour search at N up to 1M against the matrix
 product alone, the data loader, and ``nngk_lab.train`` end to end for one epoch on
-synthetic JPEG files. Prints one table; with ``$OUT`` set it also writes
+synthetic JPEG files, plainly and through DistributedDataParallel with one process (as
+``torchrun --nproc_per_node 1`` runs it). Prints one table; with ``$OUT`` set it also writes
 ``$OUT/gpu_check.txt`` (and ``gpu_check.jsonl``, one line per row as it is measured, so
 a run cut short still leaves its rows).
 """
@@ -39,6 +40,7 @@ from nngk_lab.models import build_model
 from nngk_lab.config import make_config
 from nngk_lab.train import train
 
+from .bench_distributed import ddp_one_process
 from .bench_step import write_images
 from .common import chunked_matmul, format_table, mean_time, synchronise, training_step_parts
 
@@ -397,7 +399,8 @@ def main(argv=None) -> int:
     print(header, flush=True)
     report = Report(os.environ.get("OUT"))
     started = time.perf_counter()
-    for section in (check_correctness, time_loss, time_steps, time_refresh, time_search, time_loader_and_train):
+    for section in (check_correctness, time_loss, time_steps, time_refresh, time_search, time_loader_and_train,
+                    ddp_one_process):
         try:
             section(s, device, report)
         except Exception as e:  # keep the rows measured so far, and the other sections

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import atomic_save, safe_load
 from .errors import CheckpointError, ConfigError
 
@@ -132,6 +133,20 @@ def embed(model: nn.Module, loader, device: torch.device | str, progress: bool =
     return features, labels
 
 
+def embed_shared(model: nn.Module, loader, device: torch.device | str, progress: bool = True,
+                 desc: str = "embedding") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`embed`, with the work shared by the processes of a distributed run: each
+    embeds whole batches in turn, exactly as one process would, and every process gets
+    all the embeddings. On one process (or with fewer batches than processes) it is
+    :func:`embed` itself."""
+    dealt = distributed.deal(loader) if distributed.world_size() > 1 else None
+    if dealt is None:
+        return embed(model, loader, device, progress, desc)
+    mine, rows = dealt
+    features, labels = embed(model, mine, device, progress, desc)
+    return distributed.gather_rows(features, rows), distributed.gather_rows(labels, rows)
+
+
 class FeatureBank:
     """Centres (N, D), their labels (N,) and each centre's K nearest other centres (N, K).
 
@@ -159,15 +174,23 @@ class FeatureBank:
     def build(cls, model: nn.Module, loader, device, num_neighbours: int, epoch: int = -1,
               progress: bool = True, chunk_size: int | None = None) -> "FeatureBank":
         """Embed the whole training set and find each example's neighbours."""
-        features, labels = embed(model, loader, device, progress, desc="refreshing bank")
+        features, labels = embed_shared(model, loader, device, progress, desc="refreshing bank")
         bank = cls(features, labels, refreshed_at_epoch=epoch)
         bank.update_neighbours(num_neighbours, chunk_size)
         return bank
 
     def update_neighbours(self, num_neighbours: int, chunk_size: int | None = None,
                           backend: str = "torch") -> None:
-        _, self.neighbours = nearest_neighbours(self.features, self.features, num_neighbours,
-                                                exclude_self=True, chunk_size=chunk_size, backend=backend)
+        """Find each centre's ``num_neighbours`` nearest other centres; in a distributed run
+        each process searches for its share of the rows and all get every row's."""
+        if distributed.world_size() == 1:
+            _, self.neighbours = nearest_neighbours(self.features, self.features, num_neighbours,
+                                                    exclude_self=True, chunk_size=chunk_size, backend=backend)
+            return
+        rows = distributed.query_rows(len(self))
+        _, mine = drop_self(*nearest_neighbours(self.features[rows], self.features, num_neighbours + 1,
+                                                chunk_size=chunk_size, backend=backend), rows.start)
+        self.neighbours = torch.cat(distributed.all_gather_rows(mine))
 
     @torch.no_grad()
     def move_centres(self, index: torch.Tensor, fresh: torch.Tensor, momentum: float) -> None:

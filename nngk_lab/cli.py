@@ -12,6 +12,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from . import distributed
 from .compare import comparison_figure, comparison_table, load_metrics
 from .config import TrainConfig, config_from_dict, default_text, make_config
 from .device import resolve_device
@@ -114,14 +115,16 @@ def train_main(argv=None) -> int:
         config = make_config(**args)
         result = train(config, resume=resume)
     except NNGKError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error{distributed.who()}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"error: stopped at once by a second Ctrl-C; the last checkpoint in {args['save_dir']} was kept",
-              file=sys.stderr)
+        print(f"error{distributed.who()}: stopped at once by a second Ctrl-C; the last checkpoint in "
+              f"{args['save_dir']} was kept", file=sys.stderr)
         return 130
     if result.stop_reason == "interrupted":
         return 130
+    if not distributed.is_writer():  # process 0 reports for all
+        return 0
     print(f"Finished ({result.stop_reason}) after {_stopped_after(result)}; saved in {config.save_dir}")
     print_evaluation(result.evaluation)
     return 0
@@ -133,7 +136,8 @@ def evaluate_main(argv=None) -> int:
         prog="python -m nngk_lab.evaluate",
         description="Evaluate a trained run and its untrained starting point: classification accuracy on "
                     "test images of the trained classes, and Recall@K, MAP@R and NMI on the held-out "
-                    f"classes. Prints a table and writes SAVE_DIR/{METRICS_NAME}.")
+                    f"classes. Prints a table and writes SAVE_DIR/{METRICS_NAME}. Under torchrun only process 0 "
+                    "evaluates (the others exit at once), with the same numbers as a single process.")
     parser.add_argument("--save_dir", required=True, help="folder of a run written by python -m nngk_lab.train")
     parser.add_argument("--data_dir", help="the run's data folder, if it has moved (default: the one it "
                                            "was trained on; the embedded digits if none)")
@@ -141,6 +145,8 @@ def evaluate_main(argv=None) -> int:
     parser.add_argument("--gpu_id", type=int, help="evaluate on this GPU")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if not distributed.is_writer():
+        return 0
     try:
         metrics = evaluate_run(args.save_dir, args.data_dir, resolve_device(args.device, args.gpu_id),
                                progress=not args.no_progress)

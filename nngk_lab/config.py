@@ -56,7 +56,8 @@ class TrainConfig:
     loss: str = _f("nngk", "nngk (the method), or softmax, the baseline", choices=LOSSES)
     sigma: float = _f(10.0, "Gaussian kernel width")
     num_neighbours: int = _f(200, "K nearest centres per query")
-    batch_size: int = _f(32, "images per step")
+    batch_size: int = _f(32, "images per step, in all processes together: under torchrun each process takes "
+                             "its share, so a recipe is the same for any number of processes")
     learning_rate: float = _f(1e-5, "Adam learning rate")
     weight_learning_rate: float | None = _f(None, "learning rate of the kernel weights (default: "
                                                   "--learning_rate)")
@@ -84,6 +85,11 @@ class TrainConfig:
                                 "the plain PyTorch loss there")
     workers: int | None = _f(None, "data loader worker processes; when not given, cores - 1, none on 2 cores "
                                          "or fewer")
+    sync_bn: bool = _f(False, "under torchrun on GPUs, normalise BatchNorm by the statistics of the whole global "
+                              "batch (SyncBatchNorm); without it each process normalises by its own share and keeps "
+                              "process 0's running statistics")
+    dist_timeout: float = _f(10.0, "under torchrun, minutes a process waits for the others before it stops with an "
+                                   "error")
     seed: int = _f(0, "random seed")
     progress: bool = _f(True, "progress bars", cli=False)
 
@@ -108,6 +114,7 @@ class TrainConfig:
             (self.update_interval >= 1, f"--update_interval must be at least 1, got {self.update_interval}"),
             (self.max_epochs >= 0, f"--max_epochs must not be negative, got {self.max_epochs}"),
             (self.max_time is None or self.max_time > 0, f"--max_time must be positive, got {self.max_time}"),
+            (_positive(self.dist_timeout), f"--dist_timeout must be a positive number, got {self.dist_timeout}"),
             (0 <= self.test_fraction < 1, f"--test_fraction must be in [0, 1), got {self.test_fraction}"),
             (self.input_size >= 8, f"--input_size must be at least 8, got {self.input_size}"),
             (self.resize_size is None or self.resize_size >= self.input_size,

@@ -52,6 +52,13 @@ class DecodedImages:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def rows(self, rows: Sequence[int]) -> "DecodedImages":
+        """The images ``rows`` (numbered from 0 in that order), sharing this one's settings."""
+        part = object.__new__(DecodedImages)
+        part.__dict__.update(self.__dict__)
+        part.images, part.labels = self.images[list(rows)], self.labels[list(rows)]
+        return part
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images as the network's float input ((x / 255 - mean) / std)."""
         return (images.float() - self._mean) * self._scale
@@ -83,23 +90,29 @@ class EpochAugmentation:
         self.flips = torch.rand(num_images, generator=g) < 0.5 if hflip else torch.zeros(num_images, dtype=torch.bool)
 
 
-class MemoryBatches:
-    """Batches ``(images, labels, index)`` of ``images`` in ``order``: augmented (training)
-    when ``augmentation`` is given, centre crops (evaluation) otherwise. Iterates like a
-    DataLoader over an :class:`~nngk_lab.data.ImageSamples`, without per-image work."""
+def in_batches(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """``order`` cut into consecutive batches of ``batch_size`` (the last may be smaller)."""
+    order = list(order)
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
-    def __init__(self, images: DecodedImages, order: Sequence[int], batch_size: int,
+
+class MemoryBatches:
+    """The ``batches`` (lists of indices) of ``images`` as ``(images, labels, index)``:
+    augmented (training) when ``augmentation`` is given, centre crops (evaluation)
+    otherwise. Iterates like a DataLoader over an :class:`~nngk_lab.data.ImageSamples`,
+    without per-image work."""
+
+    def __init__(self, images: DecodedImages, batches: Sequence[Sequence[int]],
                  augmentation: EpochAugmentation | None = None):
-        self.images, self.batch_size, self.augmentation = images, batch_size, augmentation
+        self.images, self.augmentation = images, augmentation
         self.dataset = images  # as a DataLoader has it: embed() reads its length
-        self.order = torch.as_tensor(list(order), dtype=torch.long)
+        self.batches = [torch.as_tensor(list(b), dtype=torch.long) for b in batches]
 
     def __len__(self) -> int:
-        return -(-len(self.order) // self.batch_size)
+        return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.order), self.batch_size):
-            index = self.order[start:start + self.batch_size]
+        for index in self.batches:
             a = self.augmentation
             pixels = self.images.centre_crops(index) if a is None else \
                 self.images.random_crops(index, a.offsets[index], a.flips[index])

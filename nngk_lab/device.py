@@ -75,12 +75,18 @@ def resolve_device(device: str | None = None, gpu_id: int | None = None) -> torc
     return dev
 
 
+def processes_per_machine() -> int:
+    """Training processes that share this machine's cores: torchrun's LOCAL_WORLD_SIZE, else 1."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
 def default_workers() -> int:
-    """Loader worker processes: every core but the one the training process needs.
+    """Loader worker processes: every core but the one the training process needs (its
+    share of the cores under torchrun).
 
     On two cores or fewer none: loading in the main process was faster than one worker
     there (bench/bench_step.py). On the 16-core GPU machine 15 workers fed ResNet18 1.6x
     faster than 4 (bench/gpu_check.py, docs/performance.md).
     """
-    cores = available_cores()
+    cores = available_cores() // processes_per_machine()
     return 0 if cores <= 2 else cores - 1

@@ -39,6 +39,10 @@ class ResourceError(NNGKError):
     """The machine ran out of memory for this run; the last good checkpoint is kept."""
 
 
+class DistributedError(NNGKError):
+    """A process of a distributed run could not join the others, or lost one of them."""
+
+
 class NonFiniteLossError(NNGKError):
     """Training produced a NaN or infinite loss or weights; the last good checkpoint is kept."""
 

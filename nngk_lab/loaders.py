@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 from .config import TrainConfig
 from .data import (DataSplit, ImageSamples, build_transforms, default_resize_size, export_digits, scan_image_folder,
                    split_samples)
-from .decoded import MEMORY_BUDGET_BYTES, DecodedImages, EpochAugmentation, MemoryBatches, decoded_bytes
+from .decoded import (MEMORY_BUDGET_BYTES, DecodedImages, EpochAugmentation, MemoryBatches, decoded_bytes,
+                      in_batches)
 from .device import default_workers
 from .errors import ConfigError
 
@@ -92,7 +93,7 @@ class RunImages:
         if c.in_memory:
             augmentation = EpochAugmentation(len(self.split.train), resize_size(c), c.input_size, c.hflip, c.seed,
                                              epoch)
-            return MemoryBatches(self._memory("train"), order, c.batch_size, augmentation)
+            return MemoryBatches(self._memory("train"), in_batches(order, c.batch_size), augmentation)
         self._files.set_epoch(epoch)
         return make_loader(self._files, c, self.device, sampler=order, epoch=epoch)
 
@@ -100,7 +101,7 @@ class RunImages:
         """The ``part`` (``"train"`` or ``"test"``) images without augmentation, in order."""
         if self.config.in_memory:
             images = self._memory(part)
-            return MemoryBatches(images, range(len(images)), self.config.batch_size)
+            return MemoryBatches(images, in_batches(range(len(images)), self.config.batch_size))
         return make_loader(ImageSamples(getattr(self.split, part), self.eval_tf), self.config, self.device)
 
 

@@ -40,7 +40,7 @@ STATE_KEYS = ("config", "classes", "num_trained", "epoch", "step", "finished", "
               "model", "optimiser", "kernel_weights", "head", "bank", "rng")
 # Settings a resumed run takes from the caller rather than from its checkpoint.
 RESUME_OVERRIDES = ("max_epochs", "max_time", "device", "gpu_id", "amp", "fused_loss", "workers", "progress",
-                    "save_dir")
+                    "save_dir", "dist_timeout")
 
 
 @dataclass

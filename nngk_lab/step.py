@@ -34,7 +34,11 @@ class TrainStep:
     (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``.
     ``amp`` runs the network under bf16 autocast. With ``centre_momentum`` m, each
     image's centre in the bank moves to m * centre + (1 - m) * its new embedding after the
-    step (an online update, as memory-bank methods keep their bank fresh).
+    step (an online update, as memory-bank methods keep their bank fresh). In a distributed
+    run ``model`` is the DistributedDataParallel wrapper, ``loss_share`` scales this
+    process's loss (given its ``present`` samples) so that the averaged gradient is the
+    global batch's, and ``gather`` collects every process's (index, embeddings) so that all
+    banks move alike.
     """
 
     model: nn.Module
@@ -47,6 +51,8 @@ class TrainStep:
     amp: bool = False
     nll: Callable[..., KernelLoss] = kernel_nll
     centre_momentum: float | None = None
+    loss_share: Callable[[torch.Tensor], torch.Tensor] | None = None
+    gather: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __post_init__(self):
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -84,10 +90,13 @@ class TrainStep:
         features = self.features(images)
         loss, present, predictions = self.loss(features, labels, index, bank)
         self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if self.loss_share is None else loss * self.loss_share(present)).backward()
         self.optimiser.step()
         if self.centre_momentum is not None and bank is not None:  # after backward, which reads the centres
-            bank.move_centres(index.to(self.device, non_blocking=True), features.detach(), self.centre_momentum)
+            index, fresh = index.to(self.device, non_blocking=True), features.detach()
+            if self.gather is not None:
+                index, fresh = self.gather(index, fresh)
+            bank.move_centres(index, fresh, self.centre_momentum)
         return StepResult(loss.detach(), present, predictions, labels)
 
 

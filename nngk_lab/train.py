@@ -8,6 +8,7 @@ folder and checkpoint are :mod:`nngk_lab.runs`'s, its settings :mod:`nngk_lab.co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,12 +22,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .bank import FeatureBank, embed
+from . import distributed
+from .bank import FeatureBank, embed_shared
 from .checkpoint import atomic_write_text
 from .classify import classification_metrics
 from .config import TrainConfig
 from .data import DataSplit
-from .device import available_cores, resolve_device
+from .device import available_cores, processes_per_machine
 from .errors import ConfigError, NNGKError, ResourceError
 from .fused_loss import fused_kernel_nll, fused_loss_usable
 from .interrupts import DeferredInterrupt
@@ -38,6 +40,7 @@ from .runs import (Progress, check_finite, check_same_data, check_save_dir, data
 from .step import EPOCH_SUMS, TrainStep, add_to_sums
 
 CHECK_EVERY_STEPS = 20
+STOP_REASONS = ("max_epochs", "max_time", "interrupted")  # by priority, when processes disagree
 
 
 @dataclass
@@ -66,15 +69,22 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     that changed. A resumed run on the CPU gives the same history and weights as an
     uninterrupted one, whatever stopped it. Raises :class:`NonFiniteLossError` if the loss
     or weights become NaN or infinite; the last good checkpoint is then left as it was.
+
+    Under torchrun the processes train together (:mod:`nngk_lab.distributed`); process 0
+    checks the save folder, holds its lock and writes the files.
     """
     config.validate()
-    device = resolve_device(config.device, config.gpu_id)
     save_dir = Path(config.save_dir)
-    resume_from = check_save_dir(save_dir, resume)
-    with run_lock(save_dir):
+    with distributed.session(config.device, config.gpu_id, config.dist_timeout) as device, \
+            contextlib.ExitStack() as held:
+        given = config
+        config = distributed.from_writer(lambda: given)  # process 0's settings hold for all
+        resume_from = distributed.from_writer(lambda: _claim(save_dir, resume, held))
         try:
             return _train(config, device, save_dir, resume_from)
         except (NNGKError, torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            if distributed.lost_contact(e):
+                raise distributed.lost(e) from e
             # A CPU allocation failure is a plain RuntimeError; any other one is not ours.
             out_of_memory = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
             if not (out_of_memory or isinstance(e, NNGKError)):
@@ -90,6 +100,14 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                                 "run with a smaller --batch_size or --input_size") from e
 
 
+def _claim(save_dir: Path, resume: bool, held: contextlib.ExitStack) -> Path | None:
+    """The checkpoint to resume from (None for a new run), after checking the save folder
+    and taking its lock until ``held`` closes."""
+    resume_from = check_save_dir(save_dir, resume)
+    held.enter_context(run_lock(save_dir))
+    return resume_from
+
+
 def _check_sizes(config: TrainConfig, num_train: int) -> None:
     if config.batch_size > num_train:
         raise ConfigError(f"--batch_size {config.batch_size} is larger than the {num_train} training images")
@@ -97,15 +115,19 @@ def _check_sizes(config: TrainConfig, num_train: int) -> None:
         raise ConfigError(f"--num_neighbours {config.num_neighbours} is larger than the bank allows "
                           f"({num_train} training images, so at most {num_train - 1} other centres); "
                           f"pass --num_neighbours {num_train - 1} or less")
+    distributed.check_batches(num_train, config.batch_size)
 
 
 def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_from: Path | None) -> TrainResult:
-    torch.set_num_threads(available_cores())
-    state = read_checkpoint(resume_from) if resume_from else None
+    torch.set_num_threads(max(1, available_cores() // processes_per_machine()))
+    state = distributed.from_writer(lambda: read_checkpoint(resume_from)) if resume_from else None
     if state is not None:
         config = resumed_config(state["config"], config)
+    if not distributed.is_writer():  # process 0 shows the progress
+        config = dataclasses.replace(config, progress=False)
     split = load_split(config)
     fingerprint = data_fingerprint(split)
+    distributed.check_same_data(fingerprint)
     if state is not None:
         check_same_data(state, split, fingerprint, config, resume_from)
     _check_sizes(config, len(split.train))
@@ -130,9 +152,13 @@ class _Run:
         self.images = RunImages(config, split, device)
         self.k_train = min(config.num_neighbours, len(split.train) - 1)
         use_fused = config.loss == "nngk" and config.fused_loss and fused_loss_usable(device)
-        self.step = TrainStep(self.parts.model, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
+        network = distributed.wrap(self.parts.model, (self.parts.kernel_weights, self.parts.head), device,
+                                   config.sync_bn)
+        self.step = TrainStep(network, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
                               config.sigma, split.num_trained, device, config.amp,
-                              fused_kernel_nll if use_fused else kernel_nll, config.centre_momentum)
+                              fused_kernel_nll if use_fused else kernel_nll, config.centre_momentum,
+                              distributed.loss_share if distributed.active() else None,
+                              distributed.gather_all if distributed.active() else None)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -143,8 +169,8 @@ class _Run:
         self.started = time.monotonic() - p.elapsed * 60
         resumed_at = (p.epoch, p.step)
         # A resumed run that had already used its --max_time takes no further step.
-        stop_reason = "max_time" if p.elapsed > 0 and self.time_up() else "max_epochs"
-        with DeferredInterrupt() as interrupt:
+        stop_reason = STOP_REASONS[distributed.highest(int(p.elapsed > 0 and self.time_up()))]
+        with DeferredInterrupt(distributed.signal_grace_s()) as interrupt:
             while p.epoch < config.max_epochs and stop_reason == "max_epochs":
                 if self.refresh_due():
                     self.refresh()
@@ -158,9 +184,11 @@ class _Run:
                 self.end_epoch()
                 self.save()
         if stop_reason == "interrupted":
-            print(f"Interrupted: checkpoint saved in {self.save_dir}; continue with --resume.", file=sys.stderr)
+            if distributed.is_writer():
+                print(f"Interrupted: checkpoint saved in {self.save_dir}; continue with --resume.", file=sys.stderr)
             return self.result({}, stop_reason)
-        saved = saved_evaluation(self.save_dir) if state is not None and state["finished"] else None
+        finished = state is not None and state["finished"]
+        saved = distributed.from_writer(lambda: saved_evaluation(self.save_dir)) if finished else None
         if saved is not None and (p.epoch, p.step) == resumed_at:
             # Resuming a finished run with nothing left to train: its files stay as they are,
             # so caches and metrics.json made from them stay valid.
@@ -208,27 +236,30 @@ class _Run:
         """Train the rest of the current epoch; return why it stopped: ``"max_epochs"`` when
         it ran to its end, else ``"interrupted"`` or ``"max_time"``."""
         p, config = self.progress, self.config
-        loader = self.images.epoch_batches(p.epoch, p.step)
-        # Starting from the saved sums keeps a resumed epoch's float additions in order.
-        sums = {k: torch.tensor(p.sums[k], device=self.device) for k in EPOCH_SUMS}
+        loader = distributed.split_loader(self.images.epoch_batches(p.epoch, p.step))
+        # Starting from the saved sums keeps a resumed epoch's float additions in order
+        # (on process 0 only: the processes' sums are added at the end).
+        sums = {k: torch.tensor(p.sums[k] if distributed.is_writer() else 0.0, device=self.device)
+                for k in EPOCH_SUMS}
         self.parts.model.train()
         stop_reason = "max_epochs"
         bar = tqdm(loader, desc=f"epoch {p.epoch + 1}/{config.max_epochs}", disable=not config.progress,
                    leave=False)
         for images, labels, index in bar:
+            distributed.seed_step(config.seed, p.epoch, p.step)
             add_to_sums(sums, self.step(images, labels, index, p.bank))
             p.step += 1
             if p.step % CHECK_EVERY_STEPS == 0:  # a device sync, so not every step
                 running_loss = float(sums["loss"]) / max(float(sums["present"]), 1.0)
-                check_finite("loss", math.isfinite(running_loss), p.epoch + 1, self.save_dir)
+                check_finite("loss", distributed.everywhere(math.isfinite(running_loss)), p.epoch + 1,
+                             self.save_dir)
                 bar.set_postfix(loss=f"{running_loss:.4f}")
-            if interrupt.requested:
-                stop_reason = "interrupted"
-            elif self.time_up():
-                stop_reason = "max_time"
+            stop = 2 if interrupt.requested else 1 if self.time_up() else 0
+            stop_reason = STOP_REASONS[distributed.highest(stop)]  # all processes stop after the same step
             if stop_reason != "max_epochs":
                 break
         bar.close()
+        sums = distributed.sum_everywhere(sums)
         check_finite("loss", bool(sums["loss"].isfinite()), p.epoch + 1, self.save_dir)
         p.sums = {key: float(sums[key]) for key in EPOCH_SUMS}
         p.elapsed = (time.monotonic() - self.started) / 60
@@ -244,8 +275,10 @@ class _Run:
         p.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
 
     def save(self, finished: bool = False, eval_bank: FeatureBank | None = None) -> None:
-        save_checkpoint(self.save_dir, self.config, self.split, self.fingerprint, self.parts, self.progress,
-                        self.device, finished, eval_bank)
+        if distributed.is_writer():
+            save_checkpoint(self.save_dir, self.config, self.split, self.fingerprint, self.parts, self.progress,
+                            self.device, finished, eval_bank)
+        distributed.barrier()
 
     # -- the end -------------------------------------------------------------------------
 
@@ -274,7 +307,8 @@ class _Run:
         evaluation = {"epochs": p.epoch, **({"partial_epoch_steps": p.step} if p.step else {}),
                       "minutes": p.elapsed, "stop_reason": stop_reason, **evaluation}
         self.save(finished=True, eval_bank=eval_bank)
-        atomic_write_text(json.dumps(evaluation, indent=2), self.save_dir / "eval.json")
+        if distributed.is_writer():
+            atomic_write_text(json.dumps(evaluation, indent=2), self.save_dir / "eval.json")
         return evaluation, bank
 
     def test_metrics(self, bank: FeatureBank) -> dict:
@@ -282,8 +316,8 @@ class _Run:
         model's)."""
         if not self.split.test:
             return {}
-        queries, labels = embed(self.parts.model, self.images.eval_batches("test"), self.device, self.config.progress,
-                                desc="embedding test images")
+        queries, labels = embed_shared(self.parts.model, self.images.eval_batches("test"), self.device,
+                                       self.config.progress, desc="embedding test images")
         kw = self.parts.kernel_weights
         return {"num_test_images": len(self.split.test),
                 **classification_metrics(queries, labels, bank, kw.log_weights.detach() if kw is not None else None,

@@ -3,7 +3,7 @@ dry run passes its own correctness checks on the CPU."""
 
 import json
 
-from bench import bench_loss, bench_search, bench_step, gpu_check
+from bench import bench_distributed, bench_loss, bench_search, bench_step, gpu_check
 
 
 def test_gpu_check_dry_run_passes_and_writes_its_table(tmp_path, monkeypatch, capsys):
@@ -12,7 +12,7 @@ def test_gpu_check_dry_run_passes_and_writes_its_table(tmp_path, monkeypatch, ca
     assert gpu_check.main(["--dry-run"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
     parts = {r["part"] for r in rows}
-    assert {"correct", "loss", "step", "refresh", "search", "loader", "train"} <= parts
+    assert {"correct", "loss", "step", "refresh", "search", "loader", "train", "ddp"} <= parts
     checks = [r["check"] for r in rows if r["check"]]
     assert checks and all(c.startswith("ok") for c in checks), checks
     table = (tmp_path / "gpu_check.txt").read_text()
@@ -58,3 +58,10 @@ def test_step_bench_prints_both_tables(capsys):
     out = capsys.readouterr().out
     assert "images/s serial" in out and "vs softmax (every 5)" in out
     assert "softmax" in out and "nngk" in out
+
+
+def test_distributed_bench_times_two_processes(capsys):
+    rows = bench_distributed.main(["--quick", "--worlds", "2"])
+    assert [r["processes"] for r in rows] == [2]
+    assert rows[0]["refresh s"] > 0 and rows[0]["step ms"] > 0
+    assert "refresh s" in capsys.readouterr().out

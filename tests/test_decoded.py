@@ -10,7 +10,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from nngk_lab.data import ImageSamples, build_transforms, load_rgb
-from nngk_lab.decoded import DecodedImages, EpochAugmentation, MemoryBatches
+from nngk_lab.decoded import DecodedImages, EpochAugmentation, MemoryBatches, in_batches
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
 
@@ -32,7 +32,7 @@ def samples(tmp_path, seed):
 def test_centre_crops_equal_the_eval_transform(samples, input_size, resize):
     _, eval_tf = build_transforms(input_size, resize, True, MEAN, STD)
     decoded = DecodedImages(samples, resize, input_size, MEAN, STD, progress=False)
-    images, labels, index = next(iter(MemoryBatches(decoded, range(len(samples)), batch_size=len(samples))))
+    images, labels, index = next(iter(MemoryBatches(decoded, [range(len(samples))])))
     expected = torch.stack([eval_tf(load_rgb(path)) for path, _ in samples])
     assert torch.allclose(images, expected, atol=1e-5)
     assert labels.tolist() == [label for _, label in samples] and index.tolist() == list(range(len(samples)))
@@ -61,10 +61,10 @@ def test_training_batches_follow_the_order_and_the_epochs_draws(samples):
     assert torch.equal(a.offsets, b.offsets) and torch.equal(a.flips, b.flips)
     assert not (torch.equal(a.offsets, c.offsets) and torch.equal(a.flips, c.flips))
     assert not EpochAugmentation(4, 12, 10, False, seed=3, epoch=1).flips.any()
-    batches = list(MemoryBatches(decoded, [3, 1, 0, 2], batch_size=3, augmentation=a))
+    batches = list(MemoryBatches(decoded, in_batches([3, 1, 0, 2], 3), augmentation=a))
     assert [len(x[2]) for x in batches] == [3, 1] and torch.cat([x[2] for x in batches]).tolist() == [3, 1, 0, 2]
     # A resumed epoch that skips the first batch sees the same rest.
-    rest = list(MemoryBatches(decoded, [2], batch_size=3, augmentation=b))
+    rest = list(MemoryBatches(decoded, [[2]], augmentation=b))
     assert torch.equal(rest[0][0], batches[1][0])
 
 
@@ -72,5 +72,5 @@ def test_memory_and_file_training_agree_on_the_pixels_of_an_unaugmented_run(samp
     train_tf, _ = build_transforms(8, 8, False, MEAN, STD)  # no room to crop, no flips
     files = ImageSamples(samples, train_tf, seed=0)
     decoded = DecodedImages(samples, 8, 8, MEAN, STD, progress=False)
-    memory = next(iter(MemoryBatches(decoded, range(4), 4, EpochAugmentation(4, 8, 8, False, 0, 0))))[0]
+    memory = next(iter(MemoryBatches(decoded, [range(4)], EpochAugmentation(4, 8, 8, False, 0, 0))))[0]
     assert torch.allclose(memory, torch.stack([files[i][0] for i in range(4)]), atol=1e-5)
