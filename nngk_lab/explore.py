@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .bank import FeatureBank, embed, nearest_neighbours
 from .data import DataSplit, load_rgb
@@ -23,6 +22,7 @@ from .notebook import cached, fingerprint, run_fingerprint, train_or_load
 from .train import LoadedRun, TrainConfig, build_initial_parts, eval_loaders, load_run, load_split
 
 EMBED_BATCH = 256
+UNTRAINED_PARTS = ("train", "test", "heldout")
 SORTED_NEIGHBOURS = 1000  # test-image neighbour lists kept per Embeddings (memory: Q x this)
 
 
@@ -113,8 +113,8 @@ def run_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) -> Embed
 
 
 def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) -> dict[str, torch.Tensor]:
-    """"Before training": the training images (``"train"``) and held-out images
-    (``"heldout"``) embedded by the network the run started from (rebuilt as
+    """"Before training": the training images (``"train"``), test images (``"test"``) and
+    held-out images (``"heldout"``) embedded by the network the run started from (rebuilt as
     :func:`nngk_lab.evaluate.evaluate_run` rebuilds its untrained baseline, without
     touching torch's global generator). Cached next to the run."""
     run_dir = Path(run_dir)
@@ -126,12 +126,20 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
         with torch.random.fork_rng(devices=[]):
             model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device))[0]
         out = {}
-        for name, loader in _embedding_loaders(c, split, device, ("train", "heldout")).items():
+        for name, loader in _embedding_loaders(c, split, device, UNTRAINED_PARTS).items():
             out[name] = embed(model, loader, device, desc=f"untrained network: {name}")[0].cpu() \
                 if len(loader.dataset) else torch.empty(0, model.embedding_dim)
         return out
 
-    return cached(run_dir / "untrained_embeddings.pt", compute, run_fingerprint(run_dir))
+    return cached(run_dir / "untrained_embeddings.pt", compute, {**run_fingerprint(run_dir), "parts": UNTRAINED_PARTS})
+
+
+def untrained_view(emb: Embeddings, untrained: dict[str, torch.Tensor]) -> Embeddings:
+    """``emb`` with the untrained network's embeddings (:func:`untrained_embeddings`) as
+    centres, test and held-out images, and all kernel weights 1: the same classifier on
+    the embedding training started from."""
+    return dataclasses.replace(emb, train=untrained["train"], test=untrained["test"], heldout=untrained["heldout"],
+                               log_weights=torch.zeros(len(untrained["train"])))
 
 
 # --------------------------------------------------------------------------- classifier
@@ -174,29 +182,39 @@ def test_time_sweep(emb: Embeddings, sigmas, ks, cache_path=None) -> dict:
     """Test accuracy of one trained embedding's classifier over a grid of sigma and K.
 
     Only the classifier changes (the embedding and the bank stay those of the run), so
-    this is cheap. Returns ``sigmas``, ``ks``, ``accuracy`` (len(ks) x len(sigmas)), the
-    plain 1-NN accuracy, the held-out Recall@1 (independent of sigma and K: retrieval uses
-    distances only) and the sigma the run was trained with. With ``cache_path`` the result
-    is saved there and reused while the embeddings and the grid are unchanged.
+    this is cheap. Returns ``sigmas``, ``ks``, ``accuracy`` and ``errors`` (each
+    len(ks) x len(sigmas); errors are counts of the ``num_test`` test images), the number
+    of centres ``num_centres`` (a K at least that large uses them all), the plain 1-NN
+    accuracy, the median distance from a test image to its nearest centre (the scale a
+    sigma is measured against), the held-out Recall@1 (independent of sigma and K:
+    retrieval uses distances only) and the sigma the run was trained with. With
+    ``cache_path`` the result is saved there and reused while the embeddings and the grid
+    are unchanged.
     """
     sigmas, ks = [float(s) for s in sigmas], [int(k) for k in ks]
+    num_test = int(emb.test.shape[0])
 
     def compute() -> dict:
-        grid = [[test_accuracy(emb, s, k) for s in tqdm(sigmas, desc=f"K = {k}", leave=False)] for k in ks]
+        grid = [[test_accuracy(emb, s, k) for s in sigmas] for k in ks]
         nn_acc = accuracy(nearest_neighbour_predict(emb.test, emb.bank), emb.test_labels) \
-            if emb.test.shape[0] else float("nan")
-        return {"sigmas": sigmas, "ks": ks, "accuracy": grid, "nearest_neighbour_accuracy": nn_acc,
+            if num_test else float("nan")
+        nearest = emb.sorted_test_neighbours()[0][:, 0]
+        return {"sigmas": sigmas, "ks": ks, "accuracy": grid, "num_test": num_test, "num_centres": len(emb.train),
+                "errors": [[round((1 - a) * num_test) for a in row] for row in grid],
+                "nearest_neighbour_accuracy": nn_acc,
+                "median_nearest_distance": float(nearest.double().median().sqrt()) if num_test else float("nan"),
                 "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels), "train_sigma": emb.sigma}
 
     if cache_path is None:
         return compute()
     key = fingerprint(emb.train, emb.test, emb.heldout, emb.log_weights, emb.sigma, sigmas, ks)
-    return cached(cache_path, compute, {"inputs": key})
+    return cached(cache_path, compute, {"inputs": key, "version": 2})
 
 
 def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
     """Short trainings at several sigmas (one run folder each, reused when finished):
-    for each, the test accuracy with the training sigma and K, and the held-out Recall@1.
+    for each, the test accuracy and error count (of ``num_test`` images) with the training
+    sigma and K, and the held-out Recall@1.
 
     ``config`` holds the other :func:`nngk_lab.train.make_config` settings (e.g. ``max_epochs``).
     """
@@ -206,11 +224,14 @@ def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
         run_dir = sweep_dir / f"sigma_{float(sigma):g}"
         run = train_or_load(run_dir, device, **{**config, "sigma": float(sigma)})
         emb = run_embeddings(run_dir, device, run)
-        rows.append({"sigma": float(sigma), "epochs": len(run.history), "accuracy": test_accuracy(emb, emb.sigma, emb.num_neighbours),
+        acc = test_accuracy(emb, emb.sigma, emb.num_neighbours)
+        rows.append({"sigma": float(sigma), "epochs": len(run.history), "accuracy": acc,
+                     "errors": round((1 - acc) * len(emb.test)), "num_test": len(emb.test),
                      "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels)})
-    return {"sigmas": [r["sigma"] for r in rows], "accuracy": [r["accuracy"] for r in rows],
+    return {"sigmas": [r["sigma"] for r in rows], "epochs": [r["epochs"] for r in rows],
+            "accuracy": [r["accuracy"] for r in rows], "errors": [r["errors"] for r in rows],
             "heldout_recall_at_1": [r["heldout_recall_at_1"] for r in rows],
-            "epochs": [r["epochs"] for r in rows]}
+            "num_test": rows[0]["num_test"] if rows else 0}
 
 
 # --------------------------------------------------------------------------- neighbours

@@ -16,6 +16,7 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.patches import Circle
 
 from .explore import GalleryRow, kernel_probabilities, query_neighbours
+from .viz_runs import distance_histograms, sigma_sweep_figure, training_curves  # noqa: F401 (re-exported)
 
 CORRECT_COLOUR = "tab:green"
 WRONG_COLOUR = "tab:red"
@@ -233,72 +234,6 @@ def toy_sigma_maps(centres: torch.Tensor, labels: torch.Tensor, sigmas: Sequence
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"class probabilities mixed as colours (K = {k})", fontsize=10)
-    return fig
-
-
-# --------------------------------------------------------------------------- training and sweeps
-
-def training_curves(history: Sequence[dict]) -> Figure:
-    """Per-epoch training loss, and training / test accuracies where the history has them."""
-    if not history:
-        raise ValueError("the history is empty: train at least one epoch")
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 3.2), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    from matplotlib.ticker import MaxNLocator
-
-    loss_ax.plot(epochs, [h["loss"] for h in history], "o-")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("mean -log p(y | x)")
-    loss_ax.set_title("training loss", fontsize=10)
-    for key, label in (("train_accuracy", "train (kernel, fixed neighbours)"),
-                       ("kernel_accuracy", "test (kernel classifier)"),
-                       ("nearest_neighbour_accuracy", "test (1-nearest centre)")):
-        points = [(h["epoch"], h[key]) for h in history if key in h]
-        if points:
-            acc_ax.plot(*zip(*points), "o-", label=label)
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("accuracy")
-    acc_ax.set_ylim(0, 1.02)
-    acc_ax.set_title("accuracy", fontsize=10)
-    acc_ax.legend(fontsize=8, loc="lower right")
-    for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return fig
-
-
-def sigma_sweep_figure(test_sweep: dict, training_sweep: dict | None = None) -> Figure:
-    """Left: test accuracy of one trained embedding's classifier against the test-time
-    sigma, one line per K, with its held-out Recall@1 (flat: retrieval ignores sigma).
-    Right (if given): models trained with different sigmas: test accuracy and held-out
-    Recall@1 against the training sigma."""
-    panels = 2 if training_sweep else 1
-    fig = Figure(figsize=(5.5 * panels, 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, panels))
-    ax = axes[0]
-    for k, row in zip(test_sweep["ks"], test_sweep["accuracy"]):
-        ax.plot(test_sweep["sigmas"], row, "o-", markersize=3, label=f"accuracy, K = {k}")
-    ax.axhline(test_sweep["heldout_recall_at_1"], color="black", linestyle="--",
-               label="held-out Recall@1 (no sigma)")
-    ax.axvline(test_sweep["train_sigma"], color="grey", linestyle=":", label="training sigma")
-    ax.set_xscale("log")
-    ax.set_xlabel("sigma at test time")
-    ax.set_ylabel("accuracy / Recall@1")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("one trained embedding, classifier sigma varied", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
-    if training_sweep:
-        ax = axes[1]
-        ax.plot(training_sweep["sigmas"], training_sweep["accuracy"], "o-", label="test accuracy")
-        ax.plot(training_sweep["sigmas"], training_sweep["heldout_recall_at_1"], "s--", label="held-out Recall@1")
-        ax.set_xscale("log")
-        ax.set_xticks(training_sweep["sigmas"], [f"{s:g}" for s in training_sweep["sigmas"]], minor=False)
-        ax.set_xticks([], minor=True)
-        ax.set_xlabel("sigma used in training (and testing)")
-        ax.set_ylim(0, 1.02)
-        epochs = sorted(set(training_sweep["epochs"]))
-        ax.set_title(f"one short training per sigma ({'/'.join(map(str, epochs))} epochs)", fontsize=10)
-        ax.legend(fontsize=8, loc="lower left")
     return fig
 
 
