@@ -19,6 +19,8 @@ from .data import DataSplit, load_rgb
 from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict, recall_at_k
 from .loss import class_log_probs, kernel_log_probs, neighbour_logits
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
+from .progress import transient_progress
+from .scale import neighbour_distances
 from .train import LoadedRun, TrainConfig, build_initial_parts, eval_loaders, load_run, load_split
 
 EMBED_BATCH = 256
@@ -107,7 +109,8 @@ def run_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) -> Embed
     run_dir = Path(run_dir)
 
     def compute() -> dict:
-        return _embed_run(run if run is not None else load_run(run_dir, device), device)
+        with transient_progress():
+            return _embed_run(run if run is not None else load_run(run_dir, device), device)
 
     return Embeddings(**cached(run_dir / "embeddings.pt", compute, run_fingerprint(run_dir)))
 
@@ -126,9 +129,10 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
         with torch.random.fork_rng(devices=[]):
             model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device))[0]
         out = {}
-        for name, loader in _embedding_loaders(c, split, device, UNTRAINED_PARTS).items():
-            out[name] = embed(model, loader, device, desc=f"untrained network: {name}")[0].cpu() \
-                if len(loader.dataset) else torch.empty(0, model.embedding_dim)
+        with transient_progress():
+            for name, loader in _embedding_loaders(c, split, device, UNTRAINED_PARTS).items():
+                out[name] = embed(model, loader, device, desc=f"untrained network: {name}")[0].cpu() \
+                    if len(loader.dataset) else torch.empty(0, model.embedding_dim)
         return out
 
     return cached(run_dir / "untrained_embeddings.pt", compute, {**run_fingerprint(run_dir), "parts": UNTRAINED_PARTS})
@@ -214,7 +218,9 @@ def test_time_sweep(emb: Embeddings, sigmas, ks, cache_path=None) -> dict:
 def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
     """Short trainings at several sigmas (one run folder each, reused when finished):
     for each, the test accuracy and error count (of ``num_test`` images) with the training
-    sigma and K, and the held-out Recall@1.
+    sigma and K, the held-out Recall@1, and the kernel value ``exp(-d^2 / (2 sigma^2))`` at
+    the median squared distance from a centre to its K-th nearest centre (near 1: all K
+    neighbours vote alike).
 
     ``config`` holds the other :func:`nngk_lab.train.make_config` settings (e.g. ``max_epochs``).
     """
@@ -225,12 +231,15 @@ def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
         run = train_or_load(run_dir, device, **{**config, "sigma": float(sigma)})
         emb = run_embeddings(run_dir, device, run)
         acc = test_accuracy(emb, emb.sigma, emb.num_neighbours)
+        distances = neighbour_distances(emb.train, emb.train_labels, emb.num_neighbours)
         rows.append({"sigma": float(sigma), "epochs": len(run.history), "accuracy": acc,
                      "errors": round((1 - acc) * len(emb.test)), "num_test": len(emb.test),
-                     "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels)})
+                     "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels),
+                     "kth_neighbour_kernel": distances.summary(emb.sigma)["kth_nearest_kernel"]})
     return {"sigmas": [r["sigma"] for r in rows], "epochs": [r["epochs"] for r in rows],
             "accuracy": [r["accuracy"] for r in rows], "errors": [r["errors"] for r in rows],
             "heldout_recall_at_1": [r["heldout_recall_at_1"] for r in rows],
+            "kth_neighbour_kernel": [r["kth_neighbour_kernel"] for r in rows],
             "num_test": rows[0]["num_test"] if rows else 0}
 
 
@@ -303,8 +312,9 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
 
     ``"test"``: a test image of a trained class against the bank (the centres the
     classifier uses, with their kernel weights); the title gives the classifier's
-    prediction with the run's K. ``"heldout"``: an image of a class never trained on
-    against the other held-out images (retrieval; kernel weights 1).
+    prediction with the run's K, and captions give each centre's kernel value. ``"heldout"``:
+    an image of a class never trained on against the other held-out images (retrieval by
+    distance; no kernel values).
     """
     if source == "test":
         queries, labels, paths = emb.test, emb.test_labels, emb.test_paths
@@ -324,7 +334,9 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
         probs = classify(emb, sigma, emb.num_neighbours)[index]
         predicted = int(probs.argmax())
         title += f"\npredicted {emb.class_names[predicted]} (p={float(probs[predicted]):.2f})"
-    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2f}\nk={float(kv):.2g}"
+    # Held-out retrieval ranks by distance alone: a kernel value would mean nothing there.
+    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2f}"
+                + (f"\nk={float(kv):.2g}" if source == "test" else "")
                 for c, d, kv in zip(nb.labels, nb.sq_dists, nb.kernels)]
     return GalleryRow(load_image(paths[index]), title, [load_image(centre_paths[int(i)]) for i in nb.indices],
                       captions, [int(c) == label for c in nb.labels])

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from .checkpoint import atomic_save, safe_load
+from .progress import transient_progress
 from .device import available_cores, resolve_device
 from .errors import CheckpointError, NNGKError
 from .train import CHECKPOINT_NAME, DIGITS_DEFAULTS, LoadedRun, load_run, make_config, train
@@ -160,7 +161,8 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
                   "delete that folder to train again.")
             return run
         print(f"Resuming the unfinished run in {save_dir}.")
-    result = train(make_config(save_dir=str(save_dir), device=str(device), **config), resume=checkpoint.exists())
+    with transient_progress():
+        result = train(make_config(save_dir=str(save_dir), device=str(device), **config), resume=checkpoint.exists())
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt(f"training interrupted; run this cell again to resume from {save_dir}")
     print(f"Trained {len(result.history)} epoch(s) in {result.evaluation.get('minutes', 0) * 60:.0f} s; "

@@ -41,6 +41,15 @@ class NeighbourDistances:
             out[f"{name}_kernel"] = math.exp(-d2 / (2.0 * sigma ** 2))
         return out
 
+    def describe(self, sigma: float) -> str:
+        """:meth:`summary` as one line of text."""
+        s = self.summary(sigma)
+        parts = [f"{what} {s[key]:.3g} (kernel {s[key + '_kernel']:.3g})"
+                 for key, what in (("nearest_same", "nearest same-class centre"),
+                                   ("kth_nearest", f"{self.k}th nearest centre"),
+                                   ("nearest_other", "nearest other-class centre"))]
+        return "median d\u00b2 to the " + ", to the ".join(parts)
+
 
 def neighbour_distances(features: torch.Tensor, labels: torch.Tensor, k: int) -> NeighbourDistances:
     """For every row of ``features`` (the centres of one embedding), the squared
