@@ -111,8 +111,8 @@ class WeightMovement:
                 f"max {float(w.max()):.4f}; largest |v| = {self.largest_move:.4f}\n"
                 f"Adam moves v by about its learning rate per step at most: {self.steps} steps x "
                 f"{self.learning_rate:g} = {self.bound:.4g}, so w stays within about "
-                f"[{math.exp(-self.bound):.3f}, {math.exp(self.bound):.3f}] "
-                f"(never beyond [{math.exp(-self.worst_case):.3f}, {math.exp(self.worst_case):.3f}])")
+                f"[{math.exp(-self.bound):.3g}, {math.exp(self.bound):.3g}] "
+                f"(never beyond [{math.exp(-self.worst_case):.3g}, {math.exp(self.worst_case):.3g}])")
 
 
 def weight_movement(run) -> WeightMovement:
