@@ -97,3 +97,20 @@ def test_weight_movement_refuses_softmax_runs():
     run.kernel_weights = None
     with pytest.raises(ValueError):
         scale.weight_movement(run)
+
+
+def test_a_real_run_stays_within_the_bound_and_its_untrained_view_has_every_part(tmp_path):
+    from nngk_lab import explore, notebook as nb
+    from tiny_runs import TINY, write_tree
+
+    settings = {**TINY, "data_dir": str(write_tree(tmp_path / "data")), "num_classes": 2, "max_epochs": 2,
+                "weight_learning_rate": 0.05,
+                "num_neighbours": 12}  # more than a class has: every image has other-class neighbours
+    run = nb.train_or_load(tmp_path / "run", "cpu", **settings)
+    movement = scale.weight_movement(run)
+    assert movement.steps == 2 * math.ceil(len(run.bank) / TINY["batch_size"])
+    assert movement.learning_rate == 0.05 and 0 < movement.largest_move <= movement.worst_case
+    untrained = explore.untrained_embeddings(tmp_path / "run", "cpu", run)
+    emb = explore.run_embeddings(tmp_path / "run", "cpu", run)
+    assert {name: len(untrained[name]) for name in ("train", "test", "heldout")} == \
+        {"train": len(emb.train), "test": len(emb.test), "heldout": len(emb.heldout)}
