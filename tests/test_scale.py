@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nngk_lab import scale
+from nngk_lab import explore, notebook as nb, scale
 from nngk_lab.loss import KernelWeights
+from tiny_runs import TINY, write_tree
 
 
 def naive_neighbour_distances(features, labels, k):
@@ -100,12 +101,10 @@ def test_weight_movement_refuses_softmax_runs():
 
 
 def test_a_real_run_stays_within_the_bound_and_its_untrained_view_has_every_part(tmp_path):
-    from nngk_lab import explore, notebook as nb
-    from tiny_runs import TINY, write_tree
-
+    # K = 12 is more than a class has, so every image has other-class neighbours and the
+    # weights get gradients.
     settings = {**TINY, "data_dir": str(write_tree(tmp_path / "data")), "num_classes": 2, "max_epochs": 2,
-                "weight_learning_rate": 0.05,
-                "num_neighbours": 12}  # more than a class has: every image has other-class neighbours
+                "weight_learning_rate": 0.05, "num_neighbours": 12}
     run = nb.train_or_load(tmp_path / "run", "cpu", **settings)
     movement = scale.weight_movement(run)
     assert movement.steps == 2 * math.ceil(len(run.bank) / TINY["batch_size"])

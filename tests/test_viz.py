@@ -119,7 +119,8 @@ def test_sigma_sweep_figure(emb):
 def test_distance_histograms_count_every_pair(seed):
     labels = torch.arange(40) % 4
     features = torch.randn(40, 3)
-    panels = [(scale.neighbour_distances(f, labels, 5), title) for f, title in ((features * 1e-3, "a"), (features, "b"))]
+    panels = [(scale.neighbour_distances(f, labels, 5), title)
+              for f, title in ((features * 1e-3, "a"), (features, "b"))]
     fig = viz.distance_histograms(panels, sigma=0.5)
     for ax in fig.axes:
         same, other = ax.containers  # one bar container per histogram
