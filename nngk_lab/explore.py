@@ -15,13 +15,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from .bank import FeatureBank, embed, nearest_neighbours
+from .classify import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
+from .config import TrainConfig
 from .data import DataSplit, load_rgb
-from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict, recall_at_k
+from .evaluate import recall_at_k
+from .loaders import eval_loaders, load_split
 from .loss import class_log_probs, kernel_log_probs, neighbour_logits
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
+from .parts import build_initial_parts
 from .progress import transient_progress
+from .runs import LoadedRun, load_run
 from .scale import neighbour_distances
-from .train import LoadedRun, TrainConfig, build_initial_parts, eval_loaders, load_run, load_split
 
 EMBED_BATCH = 256
 UNTRAINED_PARTS = ("train", "test", "heldout")
@@ -127,7 +131,7 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
         c = loaded.config
         split = _run_split(loaded)
         with torch.random.fork_rng(devices=[]):
-            model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device))[0]
+            model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device)).model
         out = {}
         with transient_progress():
             for name, loader in _embedding_loaders(c, split, device, UNTRAINED_PARTS).items():
@@ -154,7 +158,7 @@ def classify(emb: Embeddings, sigma: float, k: int, queries: torch.Tensor | None
 
     For the test images the neighbour lists found once by
     :meth:`Embeddings.sorted_test_neighbours` are reused; other queries (or a K beyond
-    those lists) go through :func:`nngk_lab.evaluate.kernel_predict_log_probs`.
+    those lists) go through :func:`nngk_lab.classify.kernel_predict_log_probs`.
     """
     k = min(int(k), len(emb.train))
     if queries is None:
@@ -222,7 +226,7 @@ def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
     the median squared distance from a centre to its K-th nearest centre (near 1: all K
     neighbours vote alike).
 
-    ``config`` holds the other :func:`nngk_lab.train.make_config` settings (e.g. ``max_epochs``).
+    ``config`` holds the other :func:`nngk_lab.config.make_config` settings (e.g. ``max_epochs``).
     """
     sweep_dir = Path(sweep_dir)
     rows = []
