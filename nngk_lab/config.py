@@ -49,6 +49,8 @@ class TrainConfig:
                                  "the small CNN has none")
     final_relu: bool | None = _f(None, "keep the ReLU at the end of the backbone")
     dropout: float = _f(0.0, "dropout before the embedding head")
+    normalise: bool = _f(False, "scale every embedding to unit length (squared distances in [0, 4], so sigma "
+                                "acts as a temperature)")
     embedding_dim: int | None = _f(None, "add a linear layer to this many dimensions (default: none, the "
                                          "backbone's own output)")
     loss: str = _f("nngk", "nngk (the method), or softmax, the baseline", choices=LOSSES)
