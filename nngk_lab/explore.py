@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .bank import FeatureBank, embed, nearest_neighbours
 from .classify import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
@@ -24,9 +23,12 @@ from .loaders import eval_loaders, load_split
 from .loss import class_log_probs, kernel_log_probs, neighbour_logits
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
 from .parts import build_initial_parts
+from .progress import transient_progress
 from .runs import LoadedRun, load_run
+from .scale import neighbour_distances
 
 EMBED_BATCH = 256
+UNTRAINED_PARTS = ("train", "test", "heldout")
 SORTED_NEIGHBOURS = 1000  # test-image neighbour lists kept per Embeddings (memory: Q x this)
 
 
@@ -111,14 +113,15 @@ def run_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) -> Embed
     run_dir = Path(run_dir)
 
     def compute() -> dict:
-        return _embed_run(run if run is not None else load_run(run_dir, device), device)
+        with transient_progress():
+            return _embed_run(run if run is not None else load_run(run_dir, device), device)
 
     return Embeddings(**cached(run_dir / "embeddings.pt", compute, run_fingerprint(run_dir)))
 
 
 def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) -> dict[str, torch.Tensor]:
-    """"Before training": the training images (``"train"``) and held-out images
-    (``"heldout"``) embedded by the network the run started from (rebuilt as
+    """"Before training": the training images (``"train"``), test images (``"test"``) and
+    held-out images (``"heldout"``) embedded by the network the run started from (rebuilt as
     :func:`nngk_lab.evaluate.evaluate_run` rebuilds its untrained baseline, without
     touching torch's global generator). Cached next to the run."""
     run_dir = Path(run_dir)
@@ -130,12 +133,21 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
         with torch.random.fork_rng(devices=[]):
             model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device)).model
         out = {}
-        for name, loader in _embedding_loaders(c, split, device, ("train", "heldout")).items():
-            out[name] = embed(model, loader, device, desc=f"untrained network: {name}")[0].cpu() \
-                if len(loader.dataset) else torch.empty(0, model.embedding_dim)
+        with transient_progress():
+            for name, loader in _embedding_loaders(c, split, device, UNTRAINED_PARTS).items():
+                out[name] = embed(model, loader, device, desc=f"untrained network: {name}")[0].cpu() \
+                    if len(loader.dataset) else torch.empty(0, model.embedding_dim)
         return out
 
-    return cached(run_dir / "untrained_embeddings.pt", compute, run_fingerprint(run_dir))
+    return cached(run_dir / "untrained_embeddings.pt", compute, {**run_fingerprint(run_dir), "parts": UNTRAINED_PARTS})
+
+
+def untrained_view(emb: Embeddings, untrained: dict[str, torch.Tensor]) -> Embeddings:
+    """``emb`` with the untrained network's embeddings (:func:`untrained_embeddings`) as
+    centres, test and held-out images, and all kernel weights 1: the same classifier on
+    the embedding training started from."""
+    return dataclasses.replace(emb, train=untrained["train"], test=untrained["test"], heldout=untrained["heldout"],
+                               log_weights=torch.zeros(len(untrained["train"])))
 
 
 # --------------------------------------------------------------------------- classifier
@@ -178,29 +190,41 @@ def test_time_sweep(emb: Embeddings, sigmas, ks, cache_path=None) -> dict:
     """Test accuracy of one trained embedding's classifier over a grid of sigma and K.
 
     Only the classifier changes (the embedding and the bank stay those of the run), so
-    this is cheap. Returns ``sigmas``, ``ks``, ``accuracy`` (len(ks) x len(sigmas)), the
-    plain 1-NN accuracy, the held-out Recall@1 (independent of sigma and K: retrieval uses
-    distances only) and the sigma the run was trained with. With ``cache_path`` the result
-    is saved there and reused while the embeddings and the grid are unchanged.
+    this is cheap. Returns ``sigmas``, ``ks``, ``accuracy`` and ``errors`` (each
+    len(ks) x len(sigmas); errors are counts of the ``num_test`` test images), the number
+    of centres ``num_centres`` (a K at least that large uses them all), the plain 1-NN
+    accuracy, the median distance from a test image to its nearest centre (the scale a
+    sigma is measured against), the held-out Recall@1 (independent of sigma and K:
+    retrieval uses distances only) and the sigma the run was trained with. With
+    ``cache_path`` the result is saved there and reused while the embeddings and the grid
+    are unchanged.
     """
     sigmas, ks = [float(s) for s in sigmas], [int(k) for k in ks]
+    num_test = int(emb.test.shape[0])
 
     def compute() -> dict:
-        grid = [[test_accuracy(emb, s, k) for s in tqdm(sigmas, desc=f"K = {k}", leave=False)] for k in ks]
+        grid = [[test_accuracy(emb, s, k) for s in sigmas] for k in ks]
         nn_acc = accuracy(nearest_neighbour_predict(emb.test, emb.bank), emb.test_labels) \
-            if emb.test.shape[0] else float("nan")
-        return {"sigmas": sigmas, "ks": ks, "accuracy": grid, "nearest_neighbour_accuracy": nn_acc,
+            if num_test else float("nan")
+        nearest = emb.sorted_test_neighbours()[0][:, 0]
+        return {"sigmas": sigmas, "ks": ks, "accuracy": grid, "num_test": num_test, "num_centres": len(emb.train),
+                "errors": [[round((1 - a) * num_test) for a in row] for row in grid],
+                "nearest_neighbour_accuracy": nn_acc,
+                "median_nearest_distance": float(nearest.double().median().sqrt()) if num_test else float("nan"),
                 "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels), "train_sigma": emb.sigma}
 
     if cache_path is None:
         return compute()
     key = fingerprint(emb.train, emb.test, emb.heldout, emb.log_weights, emb.sigma, sigmas, ks)
-    return cached(cache_path, compute, {"inputs": key})
+    return cached(cache_path, compute, {"inputs": key, "version": 2})
 
 
 def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
     """Short trainings at several sigmas (one run folder each, reused when finished):
-    for each, the test accuracy with the training sigma and K, and the held-out Recall@1.
+    for each, the test accuracy and error count (of ``num_test`` images) with the training
+    sigma and K, the held-out Recall@1, and the kernel value ``exp(-d^2 / (2 sigma^2))`` at
+    the median squared distance from a centre to its K-th nearest centre (near 1: all K
+    neighbours vote alike).
 
     ``config`` holds the other :func:`nngk_lab.config.make_config` settings (e.g. ``max_epochs``).
     """
@@ -210,11 +234,17 @@ def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
         run_dir = sweep_dir / f"sigma_{float(sigma):g}"
         run = train_or_load(run_dir, device, **{**config, "sigma": float(sigma)})
         emb = run_embeddings(run_dir, device, run)
-        rows.append({"sigma": float(sigma), "epochs": len(run.history), "accuracy": test_accuracy(emb, emb.sigma, emb.num_neighbours),
-                     "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels)})
-    return {"sigmas": [r["sigma"] for r in rows], "accuracy": [r["accuracy"] for r in rows],
+        acc = test_accuracy(emb, emb.sigma, emb.num_neighbours)
+        distances = neighbour_distances(emb.train, emb.train_labels, emb.num_neighbours)
+        rows.append({"sigma": float(sigma), "epochs": len(run.history), "accuracy": acc,
+                     "errors": round((1 - acc) * len(emb.test)), "num_test": len(emb.test),
+                     "heldout_recall_at_1": recall_at_1(emb.heldout, emb.heldout_labels),
+                     "kth_neighbour_kernel": distances.summary(emb.sigma)["kth_nearest_kernel"]})
+    return {"sigmas": [r["sigma"] for r in rows], "epochs": [r["epochs"] for r in rows],
+            "accuracy": [r["accuracy"] for r in rows], "errors": [r["errors"] for r in rows],
             "heldout_recall_at_1": [r["heldout_recall_at_1"] for r in rows],
-            "epochs": [r["epochs"] for r in rows]}
+            "kth_neighbour_kernel": [r["kth_neighbour_kernel"] for r in rows],
+            "num_test": rows[0]["num_test"] if rows else 0}
 
 
 # --------------------------------------------------------------------------- neighbours
@@ -286,8 +316,9 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
 
     ``"test"``: a test image of a trained class against the bank (the centres the
     classifier uses, with their kernel weights); the title gives the classifier's
-    prediction with the run's K. ``"heldout"``: an image of a class never trained on
-    against the other held-out images (retrieval; kernel weights 1).
+    prediction with the run's K, and captions give each centre's kernel value. ``"heldout"``:
+    an image of a class never trained on against the other held-out images (retrieval by
+    distance; no kernel values).
     """
     if source == "test":
         queries, labels, paths = emb.test, emb.test_labels, emb.test_paths
@@ -307,7 +338,9 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
         probs = classify(emb, sigma, emb.num_neighbours)[index]
         predicted = int(probs.argmax())
         title += f"\npredicted {emb.class_names[predicted]} (p={float(probs[predicted]):.2f})"
-    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2f}\nk={float(kv):.2g}"
+    # Held-out retrieval ranks by distance alone: a kernel value would mean nothing there.
+    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2f}"
+                + (f"\nk={float(kv):.2g}" if source == "test" else "")
                 for c, d, kv in zip(nb.labels, nb.sq_dists, nb.kernels)]
     return GalleryRow(load_image(paths[index]), title, [load_image(centre_paths[int(i)]) for i in nb.indices],
                       captions, [int(c) == label for c in nb.labels])

@@ -25,6 +25,7 @@ from .datasets import read_manifest
 from .device import available_cores, resolve_device
 from .config import MODEL_DEFAULTS, make_config
 from .errors import CheckpointError, DataError, NNGKError
+from .progress import transient_progress
 from .runs import CHECKPOINT_NAME, LoadedRun, load_run
 from .train import train
 
@@ -248,7 +249,8 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
                   "delete that folder to train again.")
             return run
         print(f"Resuming the unfinished run in {save_dir}.")
-    result = train(make_config(save_dir=str(save_dir), device=str(device), **config), resume=checkpoint.exists())
+    with transient_progress():
+        result = train(make_config(save_dir=str(save_dir), device=str(device), **config), resume=checkpoint.exists())
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt(f"training interrupted; run this cell again to resume from {save_dir}")
     print(f"Trained {len(result.history)} epoch(s) in {result.evaluation.get('minutes', 0) * 60:.0f} s; "

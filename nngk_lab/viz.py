@@ -6,6 +6,7 @@ figures are freed when dropped. Show one by making it a cell's last expression.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,17 +17,27 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.patches import Circle
 
 from .explore import GalleryRow, kernel_probabilities, query_neighbours
+from .viz_runs import distance_histograms, sigma_sweep_figure, training_curves  # noqa: F401 (re-exported)
 
 CORRECT_COLOUR = "tab:green"
 WRONG_COLOUR = "tab:red"
 TRAIN_COLOUR, TEST_COLOUR, HELDOUT_COLOUR = "tab:blue", "tab:orange", "tab:grey"
 
 
-def class_colours(num_classes: int) -> np.ndarray:
-    """One RGBA colour per class (tab10, or tab20 beyond ten classes)."""
-    from matplotlib import colormaps
+# Up to ten classes: hues picked so that no two are easy to confuse in small markers
+# (tab10's blue/cyan, green/olive and red/brown are: the digits' 0/9, 2/8 and 3/5).
+DISTINCT_COLOURS = ("#1f4e9c", "#ff7f00", "#2ca02c", "#e31a1c", "#8e44ad",
+                    "#00c2d1", "#7b4a12", "#f06bc4", "#a6a600", "#555555")
 
-    cmap = colormaps["tab10" if num_classes <= 10 else "tab20"]
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """One RGBA colour per class (:data:`DISTINCT_COLOURS`, or tab20 beyond ten classes)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgba
+
+    if num_classes <= len(DISTINCT_COLOURS):
+        return np.array([to_rgba(c) for c in DISTINCT_COLOURS[:num_classes]])
+    cmap = colormaps["tab20"]
     return np.array([cmap(i % cmap.N) for i in range(num_classes)])
 
 
@@ -93,17 +104,22 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, ncols: int
 
 
 def augmentation_grid(images: Sequence, transform, n: int = 6, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                      suptitle: str | None = None, seed: int = 0) -> Figure:
-    """One row per image: the original, then ``n`` draws of the (random) ``transform``,
-    shown with the normalisation undone."""
+                      suptitle: str | None = None, seed: int = 0, reference=None,
+                      reference_title: str = "no augmentation") -> Figure:
+    """One row per image: the original (or, with ``reference``, the original through that
+    deterministic transform, e.g. the evaluation one, so that its resizing matches the
+    draws'), then ``n`` draws of the (random) ``transform``, shown with the normalisation
+    undone."""
     torch.manual_seed(seed)
-    rows = [[image] + [transform(image) for _ in range(n)] for image in images]
+    rows = [[image if reference is None else reference(image)] + [transform(image) for _ in range(n)]
+            for image in images]
+    first_title = "original" if reference is None else reference_title
     fig = Figure(figsize=(1.3 * (n + 1), 1.4 * len(rows) + 0.4), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), n + 1))
     for r, row in enumerate(rows):
         for c, item in enumerate(row):
             shown = to_display(item, mean, std) if isinstance(item, torch.Tensor) else item
-            _show(axes[r, c], shown, ("original" if c == 0 else f"draw {c}") if r == 0 else None)
+            _show(axes[r, c], shown, (first_title if c == 0 else f"draw {c}") if r == 0 else None)
     if suptitle:
         fig.suptitle(suptitle)
     return fig
@@ -138,8 +154,17 @@ def split_counts(split) -> Figure:
     ax.set_ylabel("images")
     ax.axvline(split.num_trained - 0.5, color="black", linestyle="--", linewidth=1)
     ax.set_title(f"{split.num_trained} trained classes | {n - split.num_trained} held-out classes")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the bars, not over them
     return fig
+
+
+def query_probabilities(image, probs, class_names: Sequence[str], true_label: int | None = None,
+                        title: str | None = None) -> Figure:
+    """The query image beside :func:`probability_bars` of its class probabilities."""
+    fig = Figure(figsize=(6.5, 2.8), layout="constrained")
+    image_ax, bar_ax = fig.subplots(1, 2, width_ratios=[1, 3.2])
+    _show(image_ax, image, None if true_label is None else f"true class:\n{class_names[true_label]}", fontsize=9)
+    return probability_bars(probs, class_names, true_label, title, ax=bar_ax)
 
 
 def probability_bars(probs, class_names: Sequence[str], true_label: int | None = None,
@@ -190,7 +215,7 @@ def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.
     shade = colours[best.numpy()].copy()
     shade[:, 3] = 0.15 + 0.45 * ((best_p.numpy() - 1 / num_classes) / (1 - 1 / num_classes)).clip(0, 1)
 
-    fig = Figure(figsize=(10, 4.3), layout="constrained")
+    fig = Figure(figsize=(10, 5), layout="constrained")
     ax, bar_ax = fig.subplots(1, 2, width_ratios=[1.6, 1])
     ax.imshow(shade.reshape(resolution, resolution, 4), origin="lower", extent=extent,
               interpolation="bilinear", aspect="auto")
@@ -199,14 +224,24 @@ def toy_kernel_figure(centres: torch.Tensor, labels: torch.Tensor, query: torch.
     share = (nb.kernels / nb.kernels.sum()).numpy()
     ax.scatter(centres[nb.indices, 0], centres[nb.indices, 1], s=60 + 400 * share, facecolors="none",
                edgecolors="black", linewidths=1.2, label=f"the K={len(nb.indices)} nearest centres")
-    for r, style in ((sigma, "-"), (2 * sigma, ":")):
-        ax.add_patch(Circle((float(query[0]), float(query[1])), r, fill=False, linestyle=style, color="black"))
+    # Dashed and grey, unlike the solid black neighbour rings, so they are not read as one.
+    for multiple, name, style in ((1, "sigma", "--"), (2, "2 sigma", ":")):
+        ax.add_patch(Circle((float(query[0]), float(query[1])), multiple * sigma, fill=False, linestyle=style,
+                            color="dimgrey", linewidth=1.5))
+        ax.plot([], [], linestyle=style, color="dimgrey", linewidth=1.5, label=f"distance {name} from x")
+    if log_weights is not None:
+        for i in (log_weights != 0).nonzero().squeeze(1).tolist():
+            ax.scatter([centres[i, 0]], [centres[i, 1]], marker="s", s=150, facecolors="none", edgecolors="magenta",
+                       linewidths=2, zorder=4, label=f"kernel weight w = e^{float(log_weights[i]):g} "
+                       f"= {math.exp(float(log_weights[i])):.1f}")
     ax.scatter([query[0]], [query[1]], marker="*", s=260, c="gold", edgecolors="black", zorder=5, label="query x")
     ax.set_xlim(*extent[:2])
     ax.set_ylim(*extent[2:])
     ax.set_aspect("equal")
-    ax.set_title(f"sigma = {sigma:g} (circles: 1 and 2 sigma), K = {k}", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"sigma = {sigma:g}, K = {k}", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=2, fontsize=8)
     query_probs = kernel_probabilities(query.double().unsqueeze(0), centres, labels, sigma, k, num_classes,
                                        log_weights)[0]
     probability_bars(query_probs, [f"class {c}" for c in range(num_classes)], title="p(class | query)", ax=bar_ax)
@@ -236,78 +271,13 @@ def toy_sigma_maps(centres: torch.Tensor, labels: torch.Tensor, sigmas: Sequence
     return fig
 
 
-# --------------------------------------------------------------------------- training and sweeps
-
-def training_curves(history: Sequence[dict]) -> Figure:
-    """Per-epoch training loss, and training / test accuracies where the history has them."""
-    if not history:
-        raise ValueError("the history is empty: train at least one epoch")
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 3.2), layout="constrained")
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    from matplotlib.ticker import MaxNLocator
-
-    loss_ax.plot(epochs, [h["loss"] for h in history], "o-")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("mean -log p(y | x)")
-    loss_ax.set_title("training loss", fontsize=10)
-    for key, label in (("train_accuracy", "train (kernel, fixed neighbours)"),
-                       ("kernel_accuracy", "test (kernel classifier)"),
-                       ("nearest_neighbour_accuracy", "test (1-nearest centre)")):
-        points = [(h["epoch"], h[key]) for h in history if key in h]
-        if points:
-            acc_ax.plot(*zip(*points), "o-", label=label)
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("accuracy")
-    acc_ax.set_ylim(0, 1.02)
-    acc_ax.set_title("accuracy", fontsize=10)
-    acc_ax.legend(fontsize=8, loc="lower right")
-    for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return fig
-
-
-def sigma_sweep_figure(test_sweep: dict, training_sweep: dict | None = None) -> Figure:
-    """Left: test accuracy of one trained embedding's classifier against the test-time
-    sigma, one line per K, with its held-out Recall@1 (flat: retrieval ignores sigma).
-    Right (if given): models trained with different sigmas: test accuracy and held-out
-    Recall@1 against the training sigma."""
-    panels = 2 if training_sweep else 1
-    fig = Figure(figsize=(5.5 * panels, 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, panels))
-    ax = axes[0]
-    for k, row in zip(test_sweep["ks"], test_sweep["accuracy"]):
-        ax.plot(test_sweep["sigmas"], row, "o-", markersize=3, label=f"accuracy, K = {k}")
-    ax.axhline(test_sweep["heldout_recall_at_1"], color="black", linestyle="--",
-               label="held-out Recall@1 (no sigma)")
-    ax.axvline(test_sweep["train_sigma"], color="grey", linestyle=":", label="training sigma")
-    ax.set_xscale("log")
-    ax.set_xlabel("sigma at test time")
-    ax.set_ylabel("accuracy / Recall@1")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("one trained embedding, classifier sigma varied", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
-    if training_sweep:
-        ax = axes[1]
-        ax.plot(training_sweep["sigmas"], training_sweep["accuracy"], "o-", label="test accuracy")
-        ax.plot(training_sweep["sigmas"], training_sweep["heldout_recall_at_1"], "s--", label="held-out Recall@1")
-        ax.set_xscale("log")
-        ax.set_xticks(training_sweep["sigmas"], [f"{s:g}" for s in training_sweep["sigmas"]], minor=False)
-        ax.set_xticks([], minor=True)
-        ax.set_xlabel("sigma used in training (and testing)")
-        ax.set_ylim(0, 1.02)
-        epochs = sorted(set(training_sweep["epochs"]))
-        ax.set_title(f"one short training per sigma ({'/'.join(map(str, epochs))} epochs)", fontsize=10)
-        ax.legend(fontsize=8, loc="lower left")
-    return fig
-
-
 # --------------------------------------------------------------------------- embedding maps
 
 @dataclass
 class MapPanel:
     """One scatter of a 2-D map: coordinates (N, 2), labels (N,), a title, optionally
-    the images (for thumbnails) and a held-out mask (drawn as crosses)."""
+    the images (for thumbnails) and a held-out mask (drawn as crosses, and named in the
+    legend)."""
 
     coords: np.ndarray
     labels: np.ndarray
@@ -326,53 +296,85 @@ def _thumbnail_indices(coords: np.ndarray, labels: np.ndarray, n: int) -> list[i
     return chosen
 
 
+def _callout_slots(anchors: np.ndarray, low: np.ndarray, high: np.ndarray, margin: float) -> np.ndarray:
+    """Where to put one thumbnail per anchor point so that none covers the points: in a
+    column left or right of the data (whichever side the anchor is on), spread evenly
+    over the height in the anchors' vertical order."""
+    slots = np.zeros_like(anchors)
+    left = anchors[:, 0] < np.median(anchors[:, 0])
+    for side, x in ((left, low[0] - margin / 2), (~left, high[0] + margin / 2)):
+        members = np.flatnonzero(side)
+        order = members[np.argsort(anchors[members, 1])]
+        heights = low[1] + (np.arange(len(order)) + 0.5) * (high[1] - low[1]) / max(len(order), 1)
+        slots[order, 0], slots[order, 1] = x, heights
+    return slots
+
+
 def embedding_maps(panels: Sequence[MapPanel], class_names: Sequence[str], thumbnails: int = 10,
-                   zoom: float = 2.0) -> Figure:
-    """Side-by-side 2-D maps (e.g. UMAP) coloured by class, with a few image thumbnails
-    and held-out points as crosses."""
+                   zoom: float = 2.5) -> Figure:
+    """Side-by-side 2-D maps (e.g. UMAP) coloured by class, held-out points as crosses,
+    and a few image thumbnails in the margins, each joined to the point it shows."""
     colours = class_colours(len(class_names))
-    fig = Figure(figsize=(5.6 * len(panels), 5.2), layout="constrained")
+    fig = Figure(figsize=(6.2 * len(panels), 5.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    heldout_classes: set[int] = set()
     for ax, panel in zip(axes, panels):
         coords, labels = np.asarray(panel.coords), np.asarray(panel.labels)
         heldout = np.zeros(len(labels), bool) if panel.heldout is None else np.asarray(panel.heldout, bool)
-        for mask, marker, size in ((~heldout, "o", 9), (heldout, "x", 14)):
+        heldout_classes.update(labels[heldout].tolist())
+        for mask, marker, size in ((~heldout, "o", 8), (heldout, "x", 16)):
             if mask.any():
                 ax.scatter(coords[mask, 0], coords[mask, 1], c=colours[labels[mask]], s=size, marker=marker,
-                           linewidths=0.8 if marker == "x" else 0)
+                           linewidths=1.1 if marker == "x" else 0)
+        low, high = coords.min(0), coords.max(0)
+        margin = 0.3 * (high[0] - low[0])
+        ax.set_xlim(low[0] - margin, high[0] + margin)
         if panel.images is not None and thumbnails:
-            for i in _thumbnail_indices(coords, labels, thumbnails):
+            chosen = _thumbnail_indices(coords, labels, thumbnails)
+            for i, slot in zip(chosen, _callout_slots(coords[chosen], low, high, margin)):
                 box = OffsetImage(to_display(panel.images[i]), zoom=zoom, cmap="gray")
-                ax.add_artist(AnnotationBbox(box, coords[i], frameon=True, pad=0.1,
-                                             bboxprops={"edgecolor": colours[labels[i]], "linewidth": 2}))
+                ax.add_artist(AnnotationBbox(box, coords[i], xybox=tuple(slot), frameon=True, pad=0.1,
+                                             bboxprops={"edgecolor": colours[labels[i]], "linewidth": 2},
+                                             arrowprops={"arrowstyle": "-", "color": colours[labels[i]],
+                                                         "linewidth": 0.8}))
         ax.set_title(panel.title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     present = sorted(set(np.concatenate([np.asarray(p.labels) for p in panels]).tolist()))
-    handles = [axes[0].scatter([], [], color=colours[c], s=20, label=class_names[c]) for c in present]
-    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class (x: held-out)")
+    handles = [axes[0].scatter([], [], color=colours[c], s=30 if c in heldout_classes else 20,
+                               marker="x" if c in heldout_classes else "o",
+                               label=f"{class_names[c]} (held out)" if c in heldout_classes else class_names[c])
+               for c in present]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class")
     return fig
 
 
 # --------------------------------------------------------------------------- galleries
 
-def neighbour_gallery(rows: Sequence[GalleryRow], suptitle: str | None = None, size: float = 1.5) -> Figure:
+def neighbour_gallery(rows: Sequence[GalleryRow], suptitle: str | None = None, size: float = 1.5,
+                      per_line: int | None = None) -> Figure:
     """One row per query: the query, then its nearest centres framed in green (same
-    class) or red (another class), captioned with label, distance and kernel value."""
+    class) or red (another class), captioned with label, distance and kernel value.
+    With ``per_line``, a query's neighbours wrap onto further lines of that many."""
     if not rows:
         raise ValueError("neighbour_gallery needs at least one row")
-    ncols = 1 + max(len(r.images) for r in rows)
-    fig = Figure(figsize=(size * ncols, (size + 0.55) * len(rows) + (0.4 if suptitle else 0)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(rows), ncols))
-    for r, row in enumerate(rows):
-        _show(axes[r, 0], row.query_image, row.query_title, colour="black")
-        for c in range(1, ncols):
-            ax = axes[r, c]
-            if c - 1 < len(row.images):
-                colour = CORRECT_COLOUR if row.correct[c - 1] else WRONG_COLOUR
-                _show(ax, row.images[c - 1], row.captions[c - 1], colour=colour, fontsize=7)
-            else:
-                ax.axis("off")
+    longest = max(len(r.images) for r in rows)
+    per_line = min(per_line or longest, longest) or 1
+    lines = [max(1, -(-len(r.images) // per_line)) for r in rows]
+    fig = Figure(figsize=(size * (per_line + 1), (size + 0.55) * sum(lines) + (0.4 if suptitle else 0)),
+                 layout="constrained")
+    axes = np.atleast_2d(fig.subplots(sum(lines), per_line + 1))
+    for ax in axes.ravel():
+        ax.axis("off")
+    first = 0
+    for row, count in zip(rows, lines):
+        axes[first, 0].axis("on")
+        _show(axes[first, 0], row.query_image, row.query_title, colour="black")
+        for j, (image, caption, correct) in enumerate(zip(row.images, row.captions, row.correct)):
+            ax = axes[first + j // per_line, 1 + j % per_line]
+            ax.axis("on")
+            _show(ax, image, caption, colour=CORRECT_COLOUR if correct else WRONG_COLOUR, fontsize=7)
+        first += count
     if suptitle:
         fig.suptitle(suptitle)
     return fig

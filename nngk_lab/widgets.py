@@ -7,14 +7,15 @@ Display an explorer by making it a cell's last expression (or ``display(explorer
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import ipywidgets as widgets
 import torch
 
 from .classify import accuracy
-from .explore import GALLERY_SOURCES, SORTED_NEIGHBOURS, Embeddings, classify, gallery_row, worst_failures
-from .viz import figure_png, neighbour_gallery, probability_bars
+from .explore import GALLERY_SOURCES, SORTED_NEIGHBOURS, Embeddings, classify, gallery_row, load_image, worst_failures
+from .viz import figure_png, neighbour_gallery, query_probabilities
 
 
 PLOT_DPI = 80
@@ -58,9 +59,19 @@ def sigma_view(emb: Embeddings, sigma: float, k: int, query: int) -> SigmaView:
                      int(probs[query].argmax()), accuracy(probs.argmax(1), emb.test_labels))
 
 
+def k_choices(k_max: int, include: tuple[int, ...] = (), per_decade: int = 10) -> list[int]:
+    """Integers from 1 to ``k_max``, about evenly spaced on a log scale (every integer
+    where the spacing would be below 1), ending at ``k_max``, plus the values of
+    ``include`` that lie in that range."""
+    steps = max(1, round(per_decade * math.log10(max(k_max, 1))))
+    grid = {max(1, min(k_max, round(k_max ** (i / steps)))) for i in range(steps + 1)}
+    return sorted(grid | {1, k_max} | {k for k in include if 1 <= k <= k_max})
+
+
 class SigmaExplorer:
-    """Sliders for sigma, K and the query; shows the query's class probabilities as bars
-    and the test accuracy as text, recomputed on every move from cached embeddings."""
+    """Sliders for sigma and K (both on log scales: their useful values span decades)
+    and the query; shows the query image, its class probabilities as bars and the test
+    accuracy as text, recomputed on every move from cached embeddings."""
 
     def __init__(self, emb: Embeddings, sigma: float | None = None, k: int | None = None, query: int | None = None,
                  sigma_range: tuple[float, float] | None = None):
@@ -68,13 +79,14 @@ class SigmaExplorer:
         sigma = emb.sigma if sigma is None else sigma
         if query is None:  # start on the hardest test image: its bars move the most
             query = worst_failures(emb, sigma, k or emb.num_neighbours, n=1)[0]
-        low, high = sigma_range or (emb.sigma / 20, emb.sigma * 50)
+        low, high = sigma_range or (emb.sigma / 100, emb.sigma * 100)
         # Updates on release: a drag would queue a redraw per pixel on a slow machine.
-        self.sigma = widgets.FloatSlider(value=sigma, min=low, max=high, step=low, description="sigma",
-                                         readout_format=".2f", continuous_update=False)
+        self.sigma = widgets.FloatLogSlider(value=sigma, min=math.log10(low), max=math.log10(high), step=0.05,
+                                            description="sigma", readout_format=".3g", continuous_update=False)
         k_max = min(len(emb.train), SORTED_NEIGHBOURS)
-        self.k = widgets.IntSlider(value=min(k or emb.num_neighbours, k_max), min=1, max=k_max,
-                                   description="K", continuous_update=False)
+        start_k = min(k or emb.num_neighbours, k_max)
+        self.k = widgets.SelectionSlider(options=k_choices(k_max, include=(start_k,)), value=start_k,
+                                         description="K", continuous_update=False)
         self.query = widgets.IntSlider(value=query, min=0, max=emb.test.shape[0] - 1, description="query",
                                        continuous_update=False)
         self.text = widgets.HTML()
@@ -92,8 +104,9 @@ class SigmaExplorer:
     def refresh(self) -> None:
         self.view = sigma_view(self.emb, self.sigma.value, self.k.value, self.query.value)
         self.text.value = self.view.html(self.emb.class_names)
-        fig = probability_bars(self.view.probabilities, self.emb.class_names[:self.emb.num_trained],
-                               self.view.true_label, title=f"p(class | query {self.view.query})")
+        fig = query_probabilities(load_image(self.emb.test_paths[self.view.query]), self.view.probabilities,
+                                  self.emb.class_names[:self.emb.num_trained], self.view.true_label,
+                                  title=f"p(class | test image {self.view.query})")
         show_png(self.plot, fig)
 
     def _repr_mimebundle_(self, **kwargs):

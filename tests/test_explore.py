@@ -1,5 +1,7 @@
 """nngk_lab.explore against naive references on small random inputs."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -71,6 +73,12 @@ def test_test_time_sweep_grid_and_cache(emb, tmp_path, monkeypatch):
     sweep = explore.test_time_sweep(emb, sigmas, ks, cache_path=tmp_path / "sweep.pt")
     assert sweep["accuracy"] == [[explore.test_accuracy(emb, s, k) for s in sigmas] for k in ks]
     assert sweep["heldout_recall_at_1"] == explore.recall_at_1(emb.heldout, emb.heldout_labels)
+    n = len(emb.test)
+    assert sweep["num_test"] == n and sweep["num_centres"] == len(emb.train)
+    assert sweep["errors"] == [[sum(int(p != y) for p, y in zip(explore.classify(emb, s, k).argmax(1), emb.test_labels))
+                                for s in sigmas] for k in ks]
+    nearest = [min(float(((q - c) ** 2).sum()) for c in emb.train) for q in emb.test.double()]
+    assert sweep["median_nearest_distance"] == pytest.approx(float(torch.tensor(nearest).median()) ** 0.5, rel=1e-4)
     # the second call reads the cache instead of computing
     monkeypatch.setattr(explore, "test_accuracy", lambda *a: pytest.fail("recomputed despite the cache"))
     assert explore.test_time_sweep(emb, sigmas, ks, cache_path=tmp_path / "sweep.pt") == sweep
@@ -109,3 +117,24 @@ def test_classify_reuses_sorted_neighbours_and_falls_back_beyond_them(tmp_path, 
     for k in (3, 8, 20):  # 20 > 8: through kernel_predict_log_probs
         torch.testing.assert_close(explore.classify(emb, 0.6, k), explore.classify(emb, 0.6, k, emb.test),
                                    atol=1e-5, rtol=1e-4)
+
+
+def test_untrained_view_swaps_the_embeddings_and_drops_the_weights(emb):
+    untrained = {"train": emb.train * 2, "test": emb.test * 2, "heldout": emb.heldout * 2}
+    view = explore.untrained_view(emb, untrained)
+    assert torch.equal(view.train, untrained["train"]) and torch.equal(view.test, untrained["test"])
+    assert torch.equal(view.heldout, untrained["heldout"]) and not view.log_weights.any()
+    assert torch.equal(view.train_labels, emb.train_labels) and view.sigma == emb.sigma
+    # its own neighbour lists, not the trained embedding's
+    assert explore.test_accuracy(view, 2.0, 3) == explore.test_accuracy(
+        dataclasses.replace(emb, log_weights=torch.zeros_like(emb.log_weights)), 1.0, 3)
+
+
+def test_transient_progress_does_nothing_outside_a_notebook(capsys):
+    from nngk_lab import progress
+
+    assert not progress.in_notebook_kernel()
+    with progress.transient_progress():
+        with progress.transient_progress():
+            print("inside")
+    assert capsys.readouterr().out == "inside\n" and progress._depth == 0

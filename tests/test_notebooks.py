@@ -70,6 +70,8 @@ def test_notebook_runs_in_fast_mode(path, notebook_env):
     notebook, text = _execute(path)
     assert "fast mode" in text, "the notebook did not report fast mode"
     assert list(_outputs(notebook, "image/png")), "the notebook drew no figure"
+    bars = [o for o in _outputs(notebook) if "it/s]" in "".join(o.get("data", {}).get("text/plain", ""))]
+    assert not bars, f"{len(bars)} progress bars were left in the saved outputs, e.g. {bars[0]['data']['text/plain']!r}"
     if path.name in ("03_sigma_sensitivity.ipynb", "05_neighbour_galleries.ipynb"):
         assert list(_outputs(notebook, WIDGET_MIME)), "the explorer widget was not displayed"
     if path.name == "02_training.ipynb":

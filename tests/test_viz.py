@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox
 from torchvision import transforms as T
 
-from nngk_lab import data, explore, viz
+from nngk_lab import data, explore, scale, viz
 from notebook_fixtures import make_embeddings
 
 
@@ -39,6 +39,10 @@ def test_augmentation_grid_and_histograms(tmp_path):
     train_tf, eval_tf = data.build_transforms(8)
     fig = viz.augmentation_grid(images, train_tf, n=3)
     assert len(fig.axes) == 2 * 4
+    fig = viz.augmentation_grid(images, train_tf, n=3, reference=eval_tf, reference_title="eval")
+    assert fig.axes[0].get_title() == "eval"
+    np.testing.assert_allclose(fig.axes[4].images[0].get_array(), viz.to_display(eval_tf(images[1]), (0.5,) * 3,
+                                                                                  (0.5,) * 3))
     raw = torch.rand(4, 3, 8, 8)
     fig = viz.pixel_histograms(raw, T.Normalize((0.5,) * 3, (0.5,) * 3)(raw))
     assert "mean" in fig.axes[1].get_title()
@@ -70,6 +74,14 @@ def test_toy_figures():
     bars = fig.axes[1].patches
     expected = explore.kernel_probabilities(torch.zeros(1, 2, dtype=torch.float64), centres, labels, 0.5, 5, 3)[0]
     assert [b.get_height() for b in bars] == pytest.approx(expected.tolist())
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "distance sigma from x" in legend and "distance 2 sigma from x" in legend
+    assert not any("kernel weight" in t for t in legend)
+    log_weights = torch.zeros(len(centres), dtype=torch.float64)
+    log_weights[4] = 3.0
+    fig = viz.toy_kernel_figure(centres, labels, torch.zeros(2, dtype=torch.float64), 0.5, 5, log_weights, 20)
+    marked = [c for c in fig.axes[0].collections if "kernel weight" in str(c.get_label())]
+    assert len(marked) == 1 and np.allclose(marked[0].get_offsets(), centres[4:5].numpy())
     assert len(viz.toy_sigma_maps(centres, labels, (0.1, 1.0), 5, resolution=15).axes) == 2
 
 
@@ -79,25 +91,63 @@ def test_training_curves():
     fig = viz.training_curves(history)
     assert list(fig.axes[0].lines[0].get_ydata()) == [1.0, 0.5]
     assert len(fig.axes[1].lines) == 2  # nearest-neighbour accuracy absent: not drawn
+    low, high = fig.axes[1].get_ylim()
+    assert 0.3 < low < 0.5 and high > 0.8  # zoomed to the values, all of them visible
     with pytest.raises(ValueError):
         viz.training_curves([])
 
 
 def test_sigma_sweep_figure(emb):
-    sweep = explore.test_time_sweep(emb, (0.1, 1.0), (1, 5, 10))
-    fig = viz.sigma_sweep_figure(sweep)
-    assert len(fig.axes[0].lines) == 3 + 2  # one per K, Recall@1 and the training sigma
-    training = {"sigmas": [0.3, 3.0], "accuracy": [0.9, 0.8], "heldout_recall_at_1": [0.7, 0.6], "epochs": [1, 1]}
-    assert len(viz.sigma_sweep_figure(sweep, training).axes) == 2
+    sweep = explore.test_time_sweep(emb, (0.1, 1.0), (1, 5, 100))
+    untrained = explore.test_time_sweep(explore.untrained_view(emb, {"train": emb.train * 0.01, "test": emb.test * 0.01,
+                                                                     "heldout": emb.heldout}), (0.1, 1.0), (1, 5, 100))
+    training = {"sigmas": [0.3, 3.0], "errors": [1, 2], "num_test": 12, "heldout_recall_at_1": [0.7, 0.6],
+                "epochs": [1, 1]}
+    fig = viz.sigma_sweep_figure(sweep, untrained, training)
+    trained_ax, untrained_ax, training_ax, recall_ax = fig.axes
+    for ax, s in ((trained_ax, sweep), (untrained_ax, untrained)):
+        assert [list(line.get_ydata()) for line in ax.lines[:3]] == s["errors"]  # one line per K, in errors
+        assert len(ax.lines) == 3 + 2  # and the training sigma and the nearest-centre distance
+    labels = [t.get_text() for t in untrained_ax.get_legend().get_texts()]
+    assert labels[:3] == ["K = 1", "K = 5", f"K = all {len(emb.train)}"]
+    assert list(training_ax.lines[0].get_ydata()) == [1, 2]
+    assert [line.get_ydata()[0] for line in recall_ax.lines[1:]] == [sweep["heldout_recall_at_1"],
+                                                                     untrained["heldout_recall_at_1"]]
+    assert "Recall@1" in recall_ax.get_ylabel() and "errors" in training_ax.get_ylabel()
+
+
+def test_distance_histograms_count_every_pair(seed):
+    labels = torch.arange(40) % 4
+    features = torch.randn(40, 3)
+    panels = [(scale.neighbour_distances(f, labels, 5), title)
+              for f, title in ((features * 1e-3, "a"), (features, "b"))]
+    fig = viz.distance_histograms(panels, sigma=0.5)
+    for ax in fig.axes:
+        same, other = ax.containers  # one bar container per histogram
+        assert sum(p.get_height() for p in same) == 40 * 5 and sum(p.get_height() for p in other) == 40 * 5
+        assert [line.get_xdata()[0] for line in ax.lines] == pytest.approx([0.25, 1.0])  # sigma^2, (2 sigma)^2
+    assert fig.axes[0].get_xlim() == fig.axes[1].get_xlim()
 
 
 def test_embedding_maps_add_thumbnails(emb):
     coords = np.random.default_rng(0).normal(size=(len(emb.train), 2))
     images = [explore.load_image(p) for p in emb.train_paths]
-    panel = viz.MapPanel(coords, emb.train_labels.numpy(), "t", images, heldout=np.arange(len(coords)) % 2 == 0)
-    fig = viz.embedding_maps([panel, panel], emb.class_names, thumbnails=2)
+    labels = emb.train_labels.numpy()
+    panel = viz.MapPanel(coords, labels, "t", images, heldout=labels == 2)
+    fig = viz.embedding_maps([panel, panel], emb.class_names, thumbnails=3)
     boxes = [a for a in fig.axes[0].get_children() if isinstance(a, AnnotationBbox)]
-    assert len(boxes) == 2 and len(fig.axes) == 2
+    assert len(boxes) == 3 and len(fig.axes) == 2
+    for box in boxes:  # in the margins, beside the points
+        assert not coords[:, 0].min() <= box.xybox[0] <= coords[:, 0].max()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["class_000", "class_001", "class_002 (held out)"]
+
+
+def test_class_colours_are_distinct():
+    colours = viz.class_colours(10)[:, :3]
+    gaps = [np.abs(a - b).sum() for i, a in enumerate(colours) for b in colours[i + 1:]]
+    assert min(gaps) > 0.42  # tab10, used before, has two colours 0.39 apart
+    assert len(viz.class_colours(15)) == 15
 
 
 def test_neighbour_gallery_frames_follow_correctness(emb):
@@ -108,6 +158,22 @@ def test_neighbour_gallery_frames_follow_correctness(emb):
         colour = viz.CORRECT_COLOUR if right else viz.WRONG_COLOUR
         assert ax.spines["top"].get_edgecolor() == to_rgba(colour)
     assert not fig.axes[-1].axison  # the shorter row's empty cells are hidden
+    assert not any("k=" in caption for caption in explore.gallery_row(emb, "heldout", 1, 1.0, k=3).captions)
+
+
+def test_neighbour_gallery_wraps_long_rows(emb):
+    row = explore.gallery_row(emb, "test", 0, 1.0, k=7)
+    fig = viz.neighbour_gallery([row], per_line=3)
+    axes = np.array(fig.axes).reshape(3, 4)  # 7 neighbours on lines of 3, after the query column
+    shown = [ax.get_title() for ax in axes[:, 1:].ravel() if ax.axison]
+    assert shown == row.captions and not axes[1, 0].axison
+
+
+def test_query_probabilities_show_the_image_and_the_bars():
+    fig = viz.query_probabilities(np.ones((8, 8)), torch.tensor([0.2, 0.8]), ["a", "b"], true_label=1)
+    image_ax, bar_ax = fig.axes
+    assert image_ax.images and "b" in image_ax.get_title()
+    assert [p.get_height() for p in bar_ax.patches] == pytest.approx([0.2, 0.8])
 
 
 def test_figure_png():

@@ -26,12 +26,13 @@ def test_sigma_view_matches_naive(emb):
 
 def test_sigma_explorer_sliders_update_text_and_plot(emb):
     explorer = widgets.SigmaExplorer(emb)
-    assert isinstance(explorer.sigma, ipywidgets.FloatSlider) and explorer.sigma.description == "sigma"
-    assert isinstance(explorer.k, ipywidgets.IntSlider) and explorer.k.description == "K"
+    assert isinstance(explorer.sigma, ipywidgets.FloatLogSlider) and explorer.sigma.description == "sigma"
+    assert isinstance(explorer.k, ipywidgets.SelectionSlider) and explorer.k.description == "K"
+    assert explorer.k.value == emb.num_neighbours and explorer.k.options[-1] == len(emb.train)
     assert "test accuracy" in explorer.text.value and bytes(explorer.plot.value).startswith(b"\x89PNG")
     before = explorer.view
-    explorer.sigma.value = explorer.sigma.min
-    assert explorer.view.sigma == pytest.approx(explorer.sigma.min)
+    explorer.sigma.value = 10 ** explorer.sigma.min
+    assert explorer.view.sigma == pytest.approx(10 ** explorer.sigma.min)
     assert not torch.equal(explorer.view.probabilities, before.probabilities)
     assert explorer.text.value == explorer.view.html(emb.class_names)
     explorer.k.value = 1
@@ -45,7 +46,18 @@ def test_sigma_explorer_sliders_update_text_and_plot(emb):
 def test_sigma_explorer_starts_on_the_hardest_test_image(emb):
     explorer = widgets.SigmaExplorer(emb)
     assert explorer.query.value == explore.worst_failures(emb, emb.sigma, emb.num_neighbours, n=1)[0]
-    assert explorer.sigma.min < emb.sigma < explorer.sigma.max
+    assert 10 ** explorer.sigma.min < emb.sigma < 10 ** explorer.sigma.max
+
+
+@pytest.mark.parametrize("k_max", [1, 7, 20, 721, 1000])
+def test_k_choices_are_log_spaced_from_1_to_the_maximum(k_max):
+    choices = widgets.k_choices(k_max, include=(13,))
+    assert choices[0] == 1 and choices[-1] == k_max and choices == sorted(set(choices))
+    assert (13 in choices) == (k_max >= 13)
+    if k_max >= 20:  # every integer up to 10, then no gap wider than about 30% of its value
+        assert choices[:5] == [1, 2, 3, 4, 5]
+        assert all(b / a < 1.35 for a, b in zip(choices[9:], choices[10:]))
+    assert len(choices) <= 31
 
 
 def test_gallery_explorer_switches_sets(emb):
