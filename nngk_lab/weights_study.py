@@ -4,7 +4,7 @@ the labels of a few percent of the training images and asks whether their weight
 
 The flipped labels live in a prepared copy of the data folder (symlinks, so no image is
 copied): a flipped image's link sits in another trained class's folder under the name
-``flipped_<original name>``, so every flip can be read off its path. Training and the
+``flipped_<original class>_<original name>``, so every flip can be read off its path. Training and the
 data split are then the ordinary ones.
 
     python -m nngk_lab.weights_study --save_dir runs/label-noise --fraction 0.05 --weight_learning_rate 1e-2
@@ -56,10 +56,10 @@ def flip_labels(data_dir, into, num_trained: int, fraction: float, seed: int = 0
         source = Path(path).resolve()
         if i in chosen:
             new_label = rng.choice([c for c in range(num_trained) if c != label])
-            link = into / classes[new_label] / f"{FLIPPED_PREFIX}{source.name}"
+            link = into / classes[new_label] / f"{FLIPPED_PREFIX}{classes[label]}_{Path(path).name}"
             flipped[str(link)] = classes[label]
         else:
-            link = into / classes[label] / source.name
+            link = into / classes[label] / Path(path).name
         link.symlink_to(source)
     return flipped
 
