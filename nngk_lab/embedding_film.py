@@ -14,23 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .notebook import cached, fast_mode, runs_dir
+from .notebook import cached, runs_dir, settings
 from .train import CHECKPOINT_NAME, load_run, make_config, train
 
 FILM_LOSSES = ("nngk", "softmax")
 
 
-def film_settings(fast: bool | None = None) -> dict:
-    """How long the films are: ``epochs`` and the other training settings (the digits
-    defaults otherwise). Fast mode (``NNGK_FAST=1``): 2 epochs on 16x16 inputs."""
-    fast = fast_mode() if fast is None else fast
-    return {"epochs": 2, "training": dict(input_size=16)} if fast else {"epochs": 10, "training": {}}
-
-
-def film_dir(loss: str, fast: bool | None = None) -> Path:
-    """Where the film of ``loss`` is trained and cached (under the runs folder)."""
-    fast = fast_mode() if fast is None else fast
-    return runs_dir() / f"film-{loss}{'-fast' if fast else ''}"
+def film_dir(loss: str) -> Path:
+    """Where the film of ``loss`` is trained and cached: the runs folder, with fast mode's
+    suffix (see :func:`nngk_lab.notebook.settings`)."""
+    return runs_dir() / f"film-{loss}{settings().run_suffix}"
 
 
 def _train_to_epoch(run_dir: Path, epoch: int, device, config: dict) -> dict:
@@ -45,10 +38,10 @@ def _train_to_epoch(run_dir: Path, epoch: int, device, config: dict) -> dict:
             "classes": run.classes, "num_trained": run.num_trained}
 
 
-def train_film(run_dir, epochs: int, device="cpu", **config) -> dict:
-    """Train a run with a 2-D embedding for ``epochs`` epochs, one at a time, and return
-    its centres after each: ``centres`` (epochs + 1, N, 2), epoch 0 being the untrained
-    network; ``labels`` (N,); ``accuracy`` (epochs + 1,) on the test images (the kernel
+def train_film(run_dir, max_epochs: int, device="cpu", **config) -> dict:
+    """Train a run with a 2-D embedding for ``max_epochs`` epochs, one at a time, and
+    return its centres after each: ``centres`` (max_epochs + 1, N, 2), epoch 0 being the
+    untrained network; ``labels`` (N,); ``accuracy`` (max_epochs + 1,) on the test images (the kernel
     classifier for ``loss="nngk"``, the softmax head for ``"softmax"``); ``loss``,
     ``classes`` and ``num_trained``.
 
@@ -62,7 +55,7 @@ def train_film(run_dir, epochs: int, device="cpu", **config) -> dict:
     snapshots = [cached(run_dir / f"centres-epoch-{epoch:03d}.pt",
                         lambda epoch=epoch: _train_to_epoch(run_dir, epoch, device, config),
                         {"config": key, "epoch": epoch})
-                 for epoch in range(epochs + 1)]
+                 for epoch in range(max_epochs + 1)]
     metric = "softmax_accuracy" if loss == "softmax" else "kernel_accuracy"
     accuracy = [s["evaluation"].get(metric, float("nan")) for s in snapshots]
     last = snapshots[-1]
@@ -70,7 +63,7 @@ def train_film(run_dir, epochs: int, device="cpu", **config) -> dict:
             "accuracy": accuracy, "loss": loss, "classes": last["classes"], "num_trained": last["num_trained"]}
 
 
-def train_films(epochs: int, device="cpu", fast: bool | None = None, **config) -> dict[str, dict]:
+def train_films(max_epochs: int, device="cpu", **config) -> dict[str, dict]:
     """The films of the kernel loss and of softmax, trained the same way
-    (:func:`train_film`), keyed by loss."""
-    return {loss: train_film(film_dir(loss, fast), epochs, device, loss=loss, **config) for loss in FILM_LOSSES}
+    (:func:`train_film`) in :func:`film_dir`, keyed by loss."""
+    return {loss: train_film(film_dir(loss), max_epochs, device, loss=loss, **config) for loss in FILM_LOSSES}
