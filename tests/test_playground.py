@@ -7,6 +7,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from bench import widget_latency
 from nngk_lab import explore, playground, viz_playground
 from notebook_fixtures import naive_kernel_probs
 
@@ -103,3 +104,11 @@ def test_figure_and_region_shades(toy):
     shades = viz_playground.region_shades(probs, colours)
     assert shades[0, 0, 3] == pytest.approx(0.12) and shades[0, 1, 3] == pytest.approx(0.62)
     assert shades[0, 1, :3].tolist() == [1, 0, 0]
+
+
+def test_latency_script_measures_the_playground():
+    rows = widget_latency.playground_rows(moves=2)
+    assert [name for name, _ in rows][-3:] == ["playground sigma move (all of it)",
+                                               "playground query x move (all of it)",
+                                               "playground weight move (all of it)"]
+    assert all(ms > 0 for _, ms in rows)
