@@ -16,6 +16,7 @@ number expected by chance.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 from pathlib import Path
@@ -69,6 +70,15 @@ def is_flipped(paths) -> torch.Tensor:
     return torch.tensor([Path(p).name.startswith(FLIPPED_PREFIX) for p in paths], dtype=torch.bool)
 
 
+def hypergeometric_tail(hits: int, population: int, marked: int, drawn: int) -> float:
+    """P(X >= hits) for the number X of marked items among ``drawn`` items drawn without
+    replacement from ``population`` items of which ``marked`` are marked. Exact: integer
+    binomial coefficients, one division at the end."""
+    favourable = sum(math.comb(marked, j) * math.comb(population - marked, drawn - j)
+                     for j in range(max(hits, 0), min(marked, drawn) + 1))
+    return favourable / math.comb(population, drawn)
+
+
 def lowest_weight_enrichment(log_weights: torch.Tensor, flipped: torch.Tensor, share: float = 0.05) -> dict:
     """How many flipped images are among the ``share`` lowest-weighted training images,
     and how surprising that is.
@@ -79,16 +89,17 @@ def lowest_weight_enrichment(log_weights: torch.Tensor, flipped: torch.Tensor, s
     ``p_value`` (the hypergeometric chance that a random group of that size holds at
     least as many flipped images), and the mean log-weight of flipped and clean images.
     """
-    from scipy.stats import hypergeom
-
     n, n_flipped = log_weights.numel(), int(flipped.sum())
-    lowest = max(1, int(torch.tensor(share * n).ceil()))
+    lowest = max(1, math.ceil(share * n - 1e-9))  # 0.05 * 100 is 5.000000000000001 in floats
     order = torch.argsort(log_weights.double(), stable=True)[:lowest]
     hits = int(flipped[order].sum())
-    mean = lambda mask: float(log_weights[mask].double().mean()) if mask.any() else float("nan")  # noqa: E731
+
+    def mean(mask: torch.Tensor) -> float:
+        return float(log_weights[mask].double().mean()) if mask.any() else float("nan")
+
     return {"n": n, "n_flipped": n_flipped, "lowest": lowest, "flipped_in_lowest": hits,
             "observed_share": hits / lowest, "chance_share": n_flipped / n,
-            "p_value": float(hypergeom.sf(hits - 1, n, n_flipped, lowest)),
+            "p_value": hypergeometric_tail(hits, n, n_flipped, lowest),
             "mean_log_weight_flipped": mean(flipped), "mean_log_weight_clean": mean(~flipped)}
 
 
@@ -102,7 +113,8 @@ def weight_gallery_rows(emb: Embeddings, indices, k: int = 6) -> list[GalleryRow
         i = int(i)
         label = int(emb.train_labels[i])
         nb = query_neighbours(emb.train[i], emb.train, emb.train_labels, k, emb.sigma, emb.log_weights, exclude=i)
-        title = f"{emb.class_names[label]}{' (flipped)' if flipped[i] else ''}\nw = {float(emb.log_weights[i].exp()):.3g}"
+        weight = float(emb.log_weights[i].exp())
+        title = f"{emb.class_names[label]}{' (flipped)' if flipped[i] else ''}\nw = {weight:.3g}"
         captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2g}" for c, d in zip(nb.labels, nb.sq_dists)]
         rows.append(GalleryRow(load_image(emb.train_paths[i]), title,
                                [load_image(emb.train_paths[int(j)]) for j in nb.indices], captions,

@@ -35,16 +35,14 @@ def test_flip_labels_moves_a_fraction_of_the_trained_images(tmp_path):
 
 
 def naive_enrichment(log_weights, flipped, share):
-    """Count by hand: sort (weight, index) pairs, take the ceil(share * n) first."""
+    """Count by hand: sort (weight, index) pairs, take the ceil(share * n) first; the
+    p-value from scipy's hypergeometric distribution."""
     n = len(log_weights)
     lowest = max(1, math.ceil(share * n - 1e-9))
     ranked = sorted(range(n), key=lambda i: (float(log_weights[i]), i))[:lowest]
     hits = sum(bool(flipped[i]) for i in ranked)
     n_flipped = int(sum(bool(f) for f in flipped))
-    # P(X >= hits) for X hypergeometric, summed term by term.
-    p = sum(math.comb(n_flipped, j) * math.comb(n - n_flipped, lowest - j) for j in range(hits, lowest + 1)) \
-        / math.comb(n, lowest)
-    return lowest, hits, n_flipped, p
+    return lowest, hits, n_flipped, float(hypergeom.sf(hits - 1, n, n_flipped, lowest))
 
 
 @pytest.mark.parametrize("share", [0.05, 0.1, 0.5])
@@ -60,6 +58,14 @@ def test_enrichment_matches_naive(seed, share):
     assert result["p_value"] == pytest.approx(p, rel=1e-9, abs=1e-15)
     if n_flipped:
         assert result["mean_log_weight_flipped"] == pytest.approx(float(log_weights[flipped].mean()))
+
+
+@pytest.mark.parametrize("hits, population, marked, drawn", [(0, 10, 3, 4), (2, 10, 3, 4), (4, 10, 3, 4),
+                                                              (27, 721, 33, 37), (3, 5, 5, 3)])
+def test_hypergeometric_tail_matches_scipy(hits, population, marked, drawn):
+    expected = float(hypergeom.sf(hits - 1, population, marked, drawn))
+    assert weights_study.hypergeometric_tail(hits, population, marked, drawn) == pytest.approx(expected, rel=1e-9,
+                                                                                              abs=1e-300)
 
 
 def test_enrichment_when_flipped_weights_fall():
