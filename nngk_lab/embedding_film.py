@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import CheckpointError
 from .notebook import cached, runs_dir, settings
 from .train import CHECKPOINT_NAME, load_run, make_config, train
 
@@ -32,8 +33,8 @@ def _train_to_epoch(run_dir: Path, epoch: int, device, config: dict) -> dict:
                    resume=resume)
     run = load_run(run_dir, device)
     if run.bank.refreshed_at_epoch != epoch:
-        raise RuntimeError(f"{run_dir} holds a run past epoch {epoch} whose epoch-{epoch} centres were not "
-                           "kept; delete that folder to train the film again")
+        raise CheckpointError(f"{run_dir} holds a run past epoch {epoch} whose epoch-{epoch} centres were not "
+                              "kept; delete that folder to train the film again")
     return {"centres": run.bank.features.cpu(), "labels": run.bank.labels.cpu(), "evaluation": result.evaluation,
             "classes": run.classes, "num_trained": run.num_trained}
 

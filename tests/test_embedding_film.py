@@ -1,11 +1,14 @@
 """The embedding film: a 2-D run trained one epoch at a time, each epoch's centres
 cached; and its figures."""
 
+import shutil
+
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from nngk_lab import embedding_film, viz_film
+from nngk_lab.errors import CheckpointError
 from nngk_lab.train import load_run, make_config, train
 from tiny_runs import TINY, write_tree
 
@@ -49,6 +52,14 @@ def test_film_is_read_back_from_its_cache(films, monkeypatch):
     monkeypatch.setattr(embedding_film, "train", no_training)
     again = embedding_film.train_film(tmp / "nngk", 2, data_dir=str(tmp / "data"), num_classes=2, loss="nngk", **TINY)
     assert torch.equal(again["centres"], result["nngk"]["centres"])
+
+
+def test_film_missing_an_epoch_says_what_to_do(films, tmp_path):
+    tmp, _ = films
+    shutil.copytree(tmp / "nngk", tmp_path / "nngk")
+    (tmp_path / "nngk" / "centres-epoch-001.pt").unlink()
+    with pytest.raises(CheckpointError, match="delete that folder"):
+        embedding_film.train_film(tmp_path / "nngk", 2, data_dir=str(tmp / "data"), num_classes=2, loss="nngk", **TINY)
 
 
 def test_film_folders(monkeypatch, tmp_path):
