@@ -16,6 +16,7 @@ number expected by chance.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .data import export_digits, scan_image_folder
+from .errors import ConfigError
 from .explore import Embeddings, GalleryRow, load_image, query_neighbours, run_embeddings
 from .notebook import train_or_load
 from .train import DIGITS_DEFAULTS
@@ -131,15 +133,23 @@ def label_noise_experiment(save_dir, fraction: float = 0.05, weight_learning_rat
 
     Without ``data_dir`` the digits are used with their defaults. ``weight_learning_rate``
     defaults to 1e-2: at the digits' 1e-4, Adam's steps of about the learning rate move a
-    log-weight by at most ~0.01 in ten epochs, too little to rank anything.
+    log-weight by at most ~0.012 in ten epochs, too little to change a prediction (their
+    order, though, already singles out flipped images: see README).
     ``config`` holds other :func:`nngk_lab.train.make_config` settings.
     Returns the run's embeddings (with its learnt weights) and the result.
     """
     save_dir = Path(save_dir)
     source = Path(data_dir) if data_dir else export_digits()
-    noisy = save_dir / "data"
+    noisy, manifest = save_dir / "data", save_dir / "flips.json"
+    flips = {"source": str(source.resolve()), "num_classes": num_classes, "fraction": fraction, "seed": flip_seed}
     if not noisy.exists():
-        flip_labels(source, noisy, num_classes, fraction, flip_seed)
+        flipped = flip_labels(source, noisy, num_classes, fraction, flip_seed)
+        # Written last: a folder without it was left half-made by an interrupted run.
+        manifest.write_text(json.dumps({**flips, "flipped": flipped}, indent=1))
+    stored = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if {k: stored.get(k) for k in flips} != flips:
+        raise ConfigError(f"{noisy} holds labels flipped with other settings ({manifest} is missing or differs); "
+                          "choose another save_dir or delete that folder")
     base = {} if data_dir else DIGITS_DEFAULTS
     config = {k: v for k, v in config.items() if v is not None}  # unset flags keep the defaults
     run_dir = save_dir / "run"

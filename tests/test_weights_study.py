@@ -11,7 +11,8 @@ from scipy.stats import hypergeom
 from nngk_lab import weights_study
 from nngk_lab.data import scan_image_folder
 from notebook_fixtures import make_embeddings
-from tiny_runs import write_tree
+from nngk_lab.errors import ConfigError
+from tiny_runs import TINY, write_tree
 
 
 def test_flip_labels_moves_a_fraction_of_the_trained_images(tmp_path):
@@ -92,3 +93,19 @@ def test_weight_gallery_rows(tmp_path, seed):
     sq[4] = float("inf")
     nearest = sq.argsort()[:3]
     assert rows[0].correct == [bool(emb.train_labels[j] == emb.train_labels[4]) for j in nearest]
+
+
+def test_label_noise_experiment_end_to_end(tmp_path):
+    data = write_tree(tmp_path / "source", num_classes=4, per_class=12)
+    emb, result = weights_study.label_noise_experiment(tmp_path / "study", fraction=0.25, num_classes=2,
+                                                       data_dir=data, max_epochs=1, **TINY)
+    flipped = weights_study.is_flipped(emb.train_paths)
+    assert result["n"] == len(emb.train) and result["n_flipped"] == int(flipped.sum()) > 0
+    assert result == {**weights_study.lowest_weight_enrichment(emb.log_weights, flipped, 0.05), "fraction": 0.25,
+                      "weight_learning_rate": 1e-2, "share": 0.05}
+    assert not torch.equal(emb.log_weights, torch.zeros_like(emb.log_weights))
+    again, _ = weights_study.label_noise_experiment(tmp_path / "study", fraction=0.25, num_classes=2, data_dir=data,
+                                                    max_epochs=1, **TINY)
+    assert torch.equal(again.log_weights, emb.log_weights)  # the finished run is loaded, not retrained
+    with pytest.raises(ConfigError, match="other settings"):
+        weights_study.label_noise_experiment(tmp_path / "study", fraction=0.1, num_classes=2, data_dir=data, **TINY)
