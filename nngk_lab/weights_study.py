@@ -108,7 +108,7 @@ def lowest_weight_enrichment(log_weights: torch.Tensor, flipped: torch.Tensor, s
 def weight_gallery_rows(emb: Embeddings, indices, k: int = 6) -> list[GalleryRow]:
     """Training images ``indices`` (into the bank), each with its learnt weight and its
     ``k`` nearest other centres (framed green when they share its label), for
-    :func:`nngk_lab.viz.neighbour_gallery`."""
+    :func:`nngk_lab.viz.neighbour_gallery`. Images with flipped labels say so."""
     flipped = is_flipped(emb.train_paths)
     rows = []
     for i in indices:
@@ -117,7 +117,8 @@ def weight_gallery_rows(emb: Embeddings, indices, k: int = 6) -> list[GalleryRow
         nb = query_neighbours(emb.train[i], emb.train, emb.train_labels, k, emb.sigma, emb.log_weights, exclude=i)
         weight = float(emb.log_weights[i].exp())
         title = f"{emb.class_names[label]}{' (flipped)' if flipped[i] else ''}\nw = {weight:.3g}"
-        captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2g}" for c, d in zip(nb.labels, nb.sq_dists)]
+        captions = [f"{emb.class_names[int(c)]}{' (flipped)' if flipped[j] else ''}\nd\u00b2={float(d):.2g}"
+                    for c, d, j in zip(nb.labels, nb.sq_dists, nb.indices)]
         rows.append(GalleryRow(load_image(emb.train_paths[i]), title,
                                [load_image(emb.train_paths[int(j)]) for j in nb.indices], captions,
                                [int(c) == label for c in nb.labels]))

@@ -80,6 +80,12 @@ def test_enrichment_when_flipped_weights_fall():
     assert "3 of the 100" in weights_study.describe({**result, "share": 0.05, "weight_learning_rate": 0.01})
 
 
+def query_order(centres, i):
+    sq = ((centres - centres[i]) ** 2).sum(1)
+    sq[i] = float("inf")
+    return sq.argsort()
+
+
 def test_weight_gallery_rows(tmp_path, seed):
     emb = make_embeddings(tmp_path, seed=seed)
     renamed = emb.train_paths[4].replace("img_", "flipped_class_000_img_")
@@ -89,10 +95,10 @@ def test_weight_gallery_rows(tmp_path, seed):
     assert len(rows) == 2 and len(rows[0].images) == 3
     assert "(flipped)" in rows[0].query_title and "(flipped)" not in rows[1].query_title
     assert f"w = {float(emb.log_weights[4].exp()):.3g}" in rows[0].query_title
-    sq = ((emb.train - emb.train[4]) ** 2).sum(1)
-    sq[4] = float("inf")
-    nearest = sq.argsort()[:3]
+    nearest = query_order(emb.train, 4)[:3]
     assert rows[0].correct == [bool(emb.train_labels[j] == emb.train_labels[4]) for j in nearest]
+    assert ["(flipped)" in caption for caption in rows[1].captions] == [int(j) == 4 for j in
+                                                                       query_order(emb.train, 0)[:3]]
 
 
 def test_label_noise_experiment_end_to_end(tmp_path):
