@@ -48,6 +48,10 @@ def train_film(run_dir, max_epochs: int, device="cpu", **config) -> dict:
 
     ``config`` holds other :func:`nngk_lab.train.make_config` settings; ``embedding_dim``
     is 2. Each epoch's centres are cached in ``run_dir/centres-epoch-NNN.pt``.
+
+    With the digits' ``update_interval`` of 1 the film trains exactly as one uninterrupted
+    run; with a longer interval it does not, because every stop refreshes the bank and the
+    next epoch trains against that fresher one.
     """
     run_dir = Path(run_dir)
     config = {"progress": False, **config, "embedding_dim": 2}
