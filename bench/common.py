@@ -129,7 +129,7 @@ def mean_time(fn: Callable[[], object], runs: int, device: torch.device | str, w
 def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size: int, num_classes: int,
                         k: int, sigma: float, amp: bool = False, seed: int = 0,
                         nll: Callable | None = None) -> dict[str, Callable[[], None]]:
-    """Callables that run one part of a training step with ``nngk_lab.train.TrainStep``,
+    """Callables that run one part of a training step with ``nngk_lab.step.TrainStep``,
     the code training runs, on fixed inputs already on the device and a random bank
     (values do not change the cost), for timing.
 
@@ -143,7 +143,7 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
 
     from nngk_lab.bank import FeatureBank
     from nngk_lab.loss import KernelWeights, kernel_nll
-    from nngk_lab.train import EPOCH_SUMS, TrainStep, add_to_sums
+    from nngk_lab.step import EPOCH_SUMS, TrainStep, add_to_sums
 
     device = images.device
     g = torch.Generator(device=device).manual_seed(seed)

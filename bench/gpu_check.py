@@ -36,7 +36,8 @@ from nngk_lab.device import available_cores, default_workers
 from nngk_lab.fused_loss import fused_kernel_nll, fused_loss_usable
 from nngk_lab.loss import kernel_nll
 from nngk_lab.models import build_model
-from nngk_lab.train import make_config, train
+from nngk_lab.config import make_config
+from nngk_lab.train import train
 
 from .bench_step import write_images
 from .common import chunked_matmul, format_table, mean_time, synchronise, training_step_parts

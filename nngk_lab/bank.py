@@ -169,6 +169,14 @@ class FeatureBank:
         _, self.neighbours = nearest_neighbours(self.features, self.features, num_neighbours,
                                                 exclude_self=True, chunk_size=chunk_size, backend=backend)
 
+    @torch.no_grad()
+    def move_centres(self, index: torch.Tensor, fresh: torch.Tensor, momentum: float) -> None:
+        """Move centres ``index`` (distinct) towards ``fresh`` embeddings of the same images:
+        ``momentum * old + (1 - momentum) * fresh``; the neighbour lists stay as they are."""
+        moved = self.features[index].mul_(momentum).add_(fresh.to(self.features.dtype), alpha=1 - momentum)
+        self.features[index] = moved
+        self.sq_norms[index] = moved.square().sum(1)
+
     def to(self, device) -> "FeatureBank":
         nb = None if self.neighbours is None else self.neighbours.to(device)
         return FeatureBank(self.features.to(device), self.labels.to(device), nb, self.refreshed_at_epoch)

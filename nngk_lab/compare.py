@@ -8,7 +8,6 @@ runs/softmax --out comparison.png`` works straight after training.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,10 +15,9 @@ from typing import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from .device import resolve_device
-from .errors import CheckpointError, NNGKError
+from .errors import CheckpointError
 from .evaluate import METRICS_NAME, evaluate_run
-from .train import CHECKPOINT_NAME
+from .runs import CHECKPOINT_NAME
 
 # (key in metrics.json, column title); accuracy is each method's own classifier.
 COLUMNS = (("accuracy", "accuracy"), ("recall@1", "R@1"), ("recall@2", "R@2"), ("recall@4", "R@4"),
@@ -122,38 +120,7 @@ def _bar_value(value) -> float:
     return float("nan") if value is None else value
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nngk_lab.compare",
-        description="Compare evaluated runs: print a table of accuracy, Recall@K, MAP@R and NMI for each run "
-                    "and its untrained network, and optionally save a bar chart. Runs without an up-to-date "
-                    f"{METRICS_NAME} are evaluated first.")
-    parser.add_argument("runs", nargs="+", help=f"save directories of runs (or their {METRICS_NAME} files)")
-    parser.add_argument("--out", help="save the bar chart to this file (png, pdf, svg)")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto: where runs that need evaluating are "
-                                         "evaluated (default cpu)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.out:  # checked before any evaluation, which can take minutes
-        out = Path(args.out)
-        formats = Figure().canvas.get_supported_filetypes()
-        if not out.parent.is_dir() or out.suffix.lstrip(".").lower() not in formats:
-            print(f"error: --out {out} must name a file in an existing folder, ending in one of "
-                  f".{', .'.join(sorted(formats))}", file=sys.stderr)
-            return 2
-    try:
-        device = resolve_device(args.device)
-        runs = [load_metrics(path, device, progress=not args.no_progress) for path in args.runs]
-    except NNGKError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(comparison_table(runs, markdown=args.markdown))
-    if args.out:
-        comparison_figure(runs).savefig(args.out, dpi=120)
-        print(f"figure written to {args.out}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import compare_main
+
+    sys.exit(compare_main())

@@ -96,6 +96,23 @@ def _list_folder(folder: Path) -> list[Path]:
         raise DataError(f"cannot list folder {folder}: {e.strerror or e}") from e
 
 
+def _grey_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """8-bit pixels of a 16-bit, 32-bit or float greyscale image, from its nominal range:
+    the top 8 of 16 bits (of 8, 16 or 32 for a 32-bit image: the fewest that hold its
+    values), 0-1 or 0-255 for float. Negative or larger values are scaled from the image's
+    own minimum and maximum instead; NaN and infinities count as 0."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if mode == "F" and low >= 0 and high <= 255:
+        scaled = values * 255 if high <= 1 else values
+    elif mode != "F" and low >= 0:
+        bits = 16 if mode.startswith("I;16") else next(b for b in (8, 16, 32) if high < 2.0**b)
+        scaled = np.floor(values / 2.0 ** (bits - 8))  # as a 16-bit value >> 8
+    else:
+        scaled = (values - low) * (255 / max(high - low, 1e-12))
+    return np.rint(scaled).clip(0, 255).astype(np.uint8)
+
+
 def load_rgb(path: str) -> Image.Image:
     """Open an image as RGB (greyscale, 16-bit, palette and RGBA images are converted).
 
@@ -106,9 +123,10 @@ def load_rgb(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode.startswith("I;16"):
-                # 16-bit greyscale: PIL's own conversion clips everything above 255 to white.
-                im = Image.fromarray((np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8))
+            if im.mode.startswith("I") or im.mode == "F":
+                # 16-bit, 32-bit and float greyscale: PIL's own conversion clips everything
+                # above 255 to white (and a float image in [0, 1] to black).
+                im = Image.fromarray(_grey_to_uint8(np.asarray(im), im.mode))
             if im.mode in ("RGBA", "LA", "P", "PA"):
                 # Composite on white so transparent pixels do not turn black.
                 im = im.convert("RGBA")
@@ -240,6 +258,11 @@ def split_samples(classes: Sequence[str], samples: Sequence[Sample], num_trained
     return DataSplit(classes, num_trained, train, test, heldout)
 
 
+def default_resize_size(input_size: int) -> int:
+    """The side images are resized to before a crop of ``input_size``: 9/8 of it."""
+    return int(round(input_size * 9 / 8))
+
+
 def build_transforms(input_size: int, resize_size: int | None = None, hflip: bool = True,
                      mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)):
     """Return ``(train_transform, eval_transform)`` as in the original.
@@ -249,7 +272,7 @@ def build_transforms(input_size: int, resize_size: int | None = None, hflip: boo
     Both normalise with ``mean`` and ``std`` (the original used 0.5 / 0.5).
     """
     if resize_size is None:
-        resize_size = int(round(input_size * 9 / 8))
+        resize_size = default_resize_size(input_size)
     if resize_size < input_size:
         raise DataError(f"resize size {resize_size} is smaller than the input size {input_size}")
     normalise = [T.ToTensor(), T.Normalize(mean, std)]

@@ -17,10 +17,10 @@ same from the command line.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,71 +30,14 @@ from tqdm.auto import tqdm
 
 from .bank import FeatureBank, _auto_chunk_rows, drop_self, embed, nearest_neighbours
 from .checkpoint import atomic_write_text
-from .errors import DataError, NNGKError
-from .loss import kernel_log_probs
+from .classify import classification_metrics
+from .errors import DataError
+from .loaders import eval_loaders, load_split
+from .parts import build_initial_parts
+from .runs import load_run
 
-LOSS_CHUNK_ROWS = 1024
 RECALL_KS = (1, 2, 4, 8)
 METRICS_NAME = "metrics.json"
-
-
-def _kernel_neighbours(queries: torch.Tensor, bank: FeatureBank, num_neighbours: int,
-                       chunk_size: int | None = None) -> torch.Tensor:
-    """Indices (Q, K) of each query's K nearest centres in the whole bank, nearest first;
-    K is capped at the bank size."""
-    k = min(num_neighbours, len(bank))
-    return nearest_neighbours(queries, bank.features, k, chunk_size=chunk_size)[1]
-
-
-def _kernel_log_probs(queries: torch.Tensor, bank: FeatureBank, neighbours: torch.Tensor,
-                      log_weights: torch.Tensor, sigma: float, num_classes: int) -> torch.Tensor:
-    log_weights = log_weights.to(bank.features.device)
-    return torch.cat([
-        kernel_log_probs(queries[s:s + LOSS_CHUNK_ROWS], bank.features, bank.labels,
-                         neighbours[s:s + LOSS_CHUNK_ROWS], log_weights, sigma, num_classes)
-        for s in range(0, queries.shape[0], LOSS_CHUNK_ROWS)])
-
-
-@torch.no_grad()
-def kernel_predict_log_probs(queries: torch.Tensor, bank: FeatureBank, log_weights: torch.Tensor,
-                             sigma: float, num_neighbours: int, num_classes: int,
-                             chunk_size: int | None = None) -> torch.Tensor:
-    """Test-time classification: each query's K nearest centres in the whole bank, then
-    the per-class kernel sums as log-probabilities (Q, num_classes). K is capped at the
-    bank size."""
-    neighbours = _kernel_neighbours(queries, bank, num_neighbours, chunk_size)
-    return _kernel_log_probs(queries, bank, neighbours, log_weights, sigma, num_classes)
-
-
-@torch.no_grad()
-def nearest_neighbour_predict(queries: torch.Tensor, bank: FeatureBank) -> torch.Tensor:
-    """Label of each query's single nearest centre (plain 1-NN)."""
-    _, idx = nearest_neighbours(queries, bank.features, 1)
-    return bank.labels[idx[:, 0]]
-
-
-def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    if labels.numel() == 0:
-        return float("nan")
-    return float((predictions.to(labels.device) == labels).float().mean())
-
-
-@torch.no_grad()
-def classification_metrics(queries: torch.Tensor, labels: torch.Tensor, bank: FeatureBank,
-                           log_weights: torch.Tensor | None, sigma: float, num_neighbours: int,
-                           num_classes: int, head: nn.Module | None = None) -> dict[str, float]:
-    """Accuracy of the kernel classifier, of 1-NN on the bank, and of ``head`` if given
-    (a softmax run's classifier), for query embeddings ``queries`` with true ``labels``.
-    ``log_weights`` None means every kernel weight is 1 (a softmax run has none)."""
-    if log_weights is None:
-        log_weights = torch.zeros(len(bank), device=bank.features.device)
-    neighbours = _kernel_neighbours(queries, bank, num_neighbours)  # one search: 1-NN is the first of them
-    log_probs = _kernel_log_probs(queries, bank, neighbours, log_weights, sigma, num_classes)
-    result = {"kernel_accuracy": accuracy(log_probs.argmax(1), labels),
-              "nearest_neighbour_accuracy": accuracy(bank.labels[neighbours[:, 0]], labels)}
-    if head is not None:
-        result["softmax_accuracy"] = accuracy(head(queries).argmax(1), labels)
-    return result
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,8 +134,18 @@ def nmi(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, n_init: int
 def retrieval_metrics(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = RECALL_KS,
                       seed: int = 0, chunk_size: int | None = None, progress: bool = False) -> dict[str, float]:
     """Recall@K (for the K in ``ks`` that are below the number of items), MAP@R and NMI,
-    as ``{"recall@1": ..., "map@r": ..., "nmi": ...}``."""
+    as ``{"recall@1": ..., "map@r": ..., "nmi": ...}``.
+
+    With fewer than two classes every neighbour shares the query's class, so each measure
+    would be a perfect 1.0 whatever the features: they are NaN instead, with a warning.
+    """
+    _check_retrieval_inputs(features, labels)
     ks = [k for k in ks if k <= features.shape[0] - 1]
+    if labels.unique().numel() < 2:
+        warnings.warn("retrieval needs at least 2 classes to mean anything, but all images are of one class; "
+                      "Recall@K, MAP@R and NMI are NaN (hold out more classes: a smaller --num_classes)",
+                      stacklevel=2)
+        return {**{f"recall@{k}": float("nan") for k in ks}, "map@r": float("nan"), "nmi": float("nan")}
     result = {f"recall@{k}": v for k, v in recall_at_k(features, labels, ks, chunk_size, progress).items()}
     result["map@r"] = map_at_r(features, labels, chunk_size, progress)
     result["nmi"] = nmi(features, labels, seed)
@@ -228,37 +181,33 @@ def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -
     The data are the run's own (``data_dir`` overrides the folder, e.g. when the run was
     trained on another machine; None uses the run's, and a run without one used the
     embedded digits), split exactly as in training. The untrained network is rebuilt
-    with the run's seed by :func:`nngk_lab.train.build_initial_parts`, as training
+    with the run's seed by :func:`nngk_lab.parts.build_initial_parts`, as training
     started; its bank is computed from the training images, with all kernel weights 1.
     """
-    from . import train as training  # train imports this module for its evaluation
-
     save_dir = Path(save_dir)
     device = torch.device(device)
-    run = training.load_run(save_dir, device)
+    run = load_run(save_dir, device)
     config = dataclasses.replace(run.config, progress=progress,
                                  data_dir=str(data_dir) if data_dir is not None else run.config.data_dir)
-    split = training.load_split(config)
+    split = load_split(config)
     if split.classes != run.classes:
         raise DataError(f"{save_dir} was trained on classes {run.classes[:3]}... ({len(run.classes)}), "
                         f"but the data folder has {split.classes[:3]}... ({len(split.classes)})")
-    loaders = training.eval_loaders(config, split, device)
+    loaders = eval_loaders(config, split, device)
 
     def embed_bank(model: nn.Module, name: str) -> FeatureBank:  # classification needs no neighbour lists
         return FeatureBank(*embed(model, loaders["train"], device, progress, desc=f"{name}: training images"))
 
-    bank = run.bank
-    if not run.finished or bank.refreshed_at_epoch != len(run.history):  # stopped early: bank is stale
-        bank = embed_bank(run.model, "trained")
+    # A finished run's bank is its final model's; one stopped early may be stale.
+    bank = run.bank if run.finished else embed_bank(run.model, "trained")
     trained = _network_metrics(config, split, run.model, bank, run.kernel_weights, run.head, loaders, device,
                                progress, "trained")
 
     # The initial weights are drawn on the CPU; fork_rng leaves the caller's generator as it was.
     with torch.random.fork_rng(devices=[]):
-        model, kernel_weights, head, _ = training.build_initial_parts(config, split.num_trained,
-                                                                     len(split.train), device)
-    untrained = _network_metrics(config, split, model, embed_bank(model, "untrained"), kernel_weights, head,
-                                 loaders, device, progress, "untrained")
+        initial = build_initial_parts(config, split.num_trained, len(split.train), device)
+    untrained = _network_metrics(config, split, initial.model, embed_bank(initial.model, "untrained"),
+                                 initial.kernel_weights, initial.head, loaders, device, progress, "untrained")
 
     metrics = {
         "save_dir": str(save_dir), "loss": config.loss, "model": config.model,
@@ -290,31 +239,7 @@ def _cell(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def main(argv=None) -> int:
-    from .device import resolve_device
-
-    parser = argparse.ArgumentParser(
-        prog="python -m nngk_lab.evaluate",
-        description="Evaluate a trained run and its untrained starting point: classification accuracy on "
-                    "test images of the trained classes, and Recall@K, MAP@R and NMI on the held-out "
-                    f"classes. Prints a table and writes SAVE_DIR/{METRICS_NAME}.")
-    parser.add_argument("--save_dir", required=True, help="folder of a run written by python -m nngk_lab.train")
-    parser.add_argument("--data_dir", help="the run's data folder, if it has moved (default: the one it "
-                                           "was trained on; the embedded digits if none)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
-    parser.add_argument("--gpu_id", type=int, help="evaluate on this GPU")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    try:
-        metrics = evaluate_run(args.save_dir, args.data_dir, resolve_device(args.device, args.gpu_id),
-                               progress=not args.no_progress)
-    except NNGKError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_metrics(metrics))
-    print(f"written to {Path(args.save_dir) / METRICS_NAME}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import evaluate_main
+
+    sys.exit(evaluate_main())

@@ -16,11 +16,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .bank import FeatureBank, embed, nearest_neighbours
+from .classify import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
+from .config import TrainConfig
 from .data import DataSplit, load_rgb
-from .evaluate import accuracy, kernel_predict_log_probs, nearest_neighbour_predict, recall_at_k
+from .evaluate import recall_at_k
+from .loaders import eval_loaders, load_split
 from .loss import class_log_probs, kernel_log_probs, neighbour_logits
 from .notebook import cached, fingerprint, run_fingerprint, train_or_load
-from .train import LoadedRun, TrainConfig, build_initial_parts, eval_loaders, load_run, load_split
+from .parts import build_initial_parts
+from .runs import LoadedRun, load_run
 
 EMBED_BATCH = 256
 SORTED_NEIGHBOURS = 1000  # test-image neighbour lists kept per Embeddings (memory: Q x this)
@@ -124,7 +128,7 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
         c = loaded.config
         split = _run_split(loaded)
         with torch.random.fork_rng(devices=[]):
-            model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device))[0]
+            model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device)).model
         out = {}
         for name, loader in _embedding_loaders(c, split, device, ("train", "heldout")).items():
             out[name] = embed(model, loader, device, desc=f"untrained network: {name}")[0].cpu() \
@@ -142,7 +146,7 @@ def classify(emb: Embeddings, sigma: float, k: int, queries: torch.Tensor | None
 
     For the test images the neighbour lists found once by
     :meth:`Embeddings.sorted_test_neighbours` are reused; other queries (or a K beyond
-    those lists) go through :func:`nngk_lab.evaluate.kernel_predict_log_probs`.
+    those lists) go through :func:`nngk_lab.classify.kernel_predict_log_probs`.
     """
     k = min(int(k), len(emb.train))
     if queries is None:
@@ -198,7 +202,7 @@ def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
     """Short trainings at several sigmas (one run folder each, reused when finished):
     for each, the test accuracy with the training sigma and K, and the held-out Recall@1.
 
-    ``config`` holds the other :func:`nngk_lab.train.make_config` settings (e.g. ``max_epochs``).
+    ``config`` holds the other :func:`nngk_lab.config.make_config` settings (e.g. ``max_epochs``).
     """
     sweep_dir = Path(sweep_dir)
     rows = []

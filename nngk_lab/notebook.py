@@ -17,7 +17,9 @@ import torch
 from .checkpoint import atomic_save, safe_load
 from .device import available_cores, resolve_device
 from .errors import CheckpointError, NNGKError
-from .train import CHECKPOINT_NAME, DIGITS_DEFAULTS, LoadedRun, load_run, make_config, train
+from .config import MODEL_DEFAULTS, make_config
+from .runs import CHECKPOINT_NAME, LoadedRun, load_run
+from .train import train
 
 CACHE_KIND = "nngk_lab.NotebookCache"
 
@@ -68,7 +70,7 @@ def settings(fast: bool | None = None) -> NotebookSettings:
                                 sweep_training=dict(max_epochs=1, input_size=16),
                                 test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
                                 umap_epochs=50, run_suffix="-fast")
-    return NotebookSettings(fast=False, training=dict(max_epochs=DIGITS_DEFAULTS["max_epochs"]),
+    return NotebookSettings(fast=False, training=dict(max_epochs=MODEL_DEFAULTS["small_cnn"]["max_epochs"]),
                             sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0), sweep_training=dict(max_epochs=4),
                             test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
                             umap_epochs=200, run_suffix="")
@@ -144,7 +146,7 @@ def show_error(function: Callable, *args, **kwargs):
 def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> LoadedRun:
     """The run in ``save_dir``: loaded if finished, resumed if interrupted, else trained.
 
-    ``config`` holds :func:`nngk_lab.train.make_config` settings (the digits defaults
+    ``config`` holds :func:`nngk_lab.config.make_config` settings (the digits defaults
     apply without ``data_dir``). A finished run is loaded as it is, even if its settings
     differ from ``config``; delete the folder to retrain.
     """

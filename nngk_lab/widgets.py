@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 import torch
 
-from .evaluate import accuracy
+from .classify import accuracy
 from .explore import GALLERY_SOURCES, SORTED_NEIGHBOURS, Embeddings, classify, gallery_row, worst_failures
 from .viz import figure_png, neighbour_gallery, probability_bars
 

@@ -206,3 +206,18 @@ def test_bank_load_errors(tmp_path):
     atomic_save({"kind": "nngk_lab.FeatureBank", "features": torch.zeros(2, 2)}, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="incomplete"):
         FeatureBank.load(tmp_path / "partial.pt")
+
+
+def test_move_centres_matches_a_loop_and_keeps_squared_norms_current(seed):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(9, 4, generator=g)
+    bank = FeatureBank(features.clone(), torch.arange(9) % 3, torch.zeros(9, 2, dtype=torch.long))
+    index, fresh, m = torch.tensor([7, 0, 4]), torch.randn(3, 4, generator=g) * 1e3, 0.25
+    bank.move_centres(index, fresh, m)
+    expected = features.double()
+    for row, i in enumerate(index.tolist()):
+        expected[i] = m * expected[i] + (1 - m) * fresh[row].double()
+    assert torch.allclose(bank.features.double(), expected, rtol=1e-6)
+    assert torch.allclose(bank.sq_norms.double(), expected.square().sum(1), rtol=1e-5)
+    bank.move_centres(torch.tensor([1]), fresh[:1], 0.0)  # momentum 0: the new embedding itself
+    assert torch.equal(bank.features[1], fresh[0])

@@ -9,9 +9,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from nngk_lab import compare
+from nngk_lab.cli import compare_main
 from nngk_lab.errors import CheckpointError
 from nngk_lab.evaluate import METRICS_NAME
-from nngk_lab.train import make_config, train
+from nngk_lab.config import make_config
+from nngk_lab.train import train
 
 from tiny_runs import TINY, write_tree
 
@@ -83,12 +85,12 @@ def test_figure_has_a_bar_per_run_and_metric(saved):
 def test_command_line_prints_table_and_saves_figure(saved, tmp_path, capsys):
     out = tmp_path / "cmp.png"
     dirs = [m["save_dir"] for m in saved]
-    assert compare.main([*dirs, "--out", str(out), "--markdown", "--no_progress"]) == 0
+    assert compare_main([*dirs, "--out", str(out), "--markdown", "--no_progress"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("| run |") and "softmax (untrained)" in printed
     assert out.read_bytes().startswith(b"\x89PNG")
     # a metrics.json path works as well as its folder
-    assert compare.main([str(tmp_path / "nngk" / METRICS_NAME), "--no_progress"]) == 0
+    assert compare_main([str(tmp_path / "nngk" / METRICS_NAME), "--no_progress"]) == 0
 
 
 def test_unusable_paths_are_clear_errors(tmp_path, capsys):
@@ -98,7 +100,7 @@ def test_unusable_paths_are_clear_errors(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(CheckpointError, match="not a metrics file"):
         compare.load_metrics(tmp_path / "bad.json")
-    assert compare.main([str(tmp_path / "empty")]) == 2
+    assert compare_main([str(tmp_path / "empty")]) == 2
     assert "error:" in capsys.readouterr().err
 
 
@@ -108,7 +110,7 @@ def test_compares_two_saved_runs_evaluating_them_first(tmp_path, capsys):
     for loss in ("nngk", "softmax"):
         dirs.append(tmp_path / loss)
         train(make_config(data_dir=str(tree), save_dir=str(dirs[-1]), loss=loss, max_epochs=1, **TINY))
-    assert compare.main([*map(str, dirs), "--out", str(tmp_path / "cmp.png"), "--no_progress"]) == 0
+    assert compare_main([*map(str, dirs), "--out", str(tmp_path / "cmp.png"), "--no_progress"]) == 0
     assert all((d / METRICS_NAME).is_file() for d in dirs)
     first = (dirs[0] / METRICS_NAME).read_text()
     # up to date: read back, not evaluated again; older than the checkpoint: evaluated again

@@ -11,10 +11,13 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from nngk_lab import evaluate as ev
+from nngk_lab.cli import evaluate_main
 from nngk_lab.bank import FeatureBank
 from nngk_lab.checkpoint import atomic_save, safe_load
 from nngk_lab.errors import DataError
-from nngk_lab.train import CHECKPOINT_KIND, CHECKPOINT_NAME, make_config, train
+from nngk_lab.config import make_config
+from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME
+from nngk_lab.train import train
 
 from tiny_runs import TINY, write_tree
 
@@ -240,7 +243,7 @@ CLASSIFICATION_KEYS = {"accuracy", "kernel_accuracy", "nearest_neighbour_accurac
 
 
 def test_command_line_prints_table_and_writes_metrics(runs, capsys):
-    assert ev.main(["--save_dir", str(runs["nngk"]), "--no_progress"]) == 0
+    assert evaluate_main(["--save_dir", str(runs["nngk"]), "--no_progress"]) == 0
     out = capsys.readouterr().out
     metrics = json.loads((runs["nngk"] / "metrics.json").read_text())
     assert (metrics["classes"], metrics["trained_classes"], metrics["heldout_images"]) == (4, 2, 24)
@@ -284,5 +287,14 @@ def test_data_dir_with_other_classes_is_refused(runs, tmp_path, capsys):
     other = write_tree(tmp_path / "other", num_classes=3)
     with pytest.raises(DataError, match="trained on classes"):
         ev.evaluate_run(runs["nngk"], data_dir=other, progress=False)
-    assert ev.main(["--save_dir", str(runs["nngk"]), "--data_dir", str(other), "--no_progress"]) == 2
+    assert evaluate_main(["--save_dir", str(runs["nngk"]), "--data_dir", str(other), "--no_progress"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_retrieval_on_a_single_class_is_nan_with_a_warning_not_perfect():
+    with pytest.warns(UserWarning, match="retrieval needs at least 2 classes"):
+        result = ev.retrieval_metrics(torch.randn(10, 8), torch.zeros(10, dtype=torch.long))
+    assert result.keys() >= {"recall@1", "recall@8", "map@r", "nmi"}
+    assert all(math.isnan(v) for v in result.values())
+    two = ev.retrieval_metrics(torch.randn(10, 8), torch.arange(10) % 2)  # two classes: real numbers
+    assert not any(math.isnan(v) for v in two.values())

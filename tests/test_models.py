@@ -132,3 +132,15 @@ def test_bad_model_arguments(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ConfigError, match="other.pth is not a ResNet18 state dict"):
         build_model("resnet18", pretrained=str(tmp_path / "other.pth"))
+
+
+def test_normalised_embeddings_are_the_plain_ones_scaled_to_unit_length(seed):
+    images = torch.randn(5, 3, 16, 16) * 10
+    torch.manual_seed(seed)
+    plain = build_model("small_cnn", pretrained="none").eval()
+    torch.manual_seed(seed)
+    unit = build_model("small_cnn", pretrained="none", normalise=True).eval()
+    with torch.no_grad():
+        a, b = plain(images).double(), unit(images).double()
+    assert torch.allclose(b.norm(dim=1), torch.ones(5, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(b, a / a.norm(dim=1, keepdim=True), atol=1e-6)

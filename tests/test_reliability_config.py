@@ -11,7 +11,10 @@ import pytest
 from nngk_lab import device as device_module
 from nngk_lab.device import resolve_device
 from nngk_lab.errors import ConfigError
-from nngk_lab.train import CHECKPOINT_NAME, main, train
+from nngk_lab.cli import train_main as main
+from nngk_lab.config import make_config
+from nngk_lab.runs import CHECKPOINT_NAME
+from nngk_lab.train import train
 
 from tiny_tree import make_tree, one_thread, tiny_argv, tiny_config  # noqa: F401
 
@@ -151,3 +154,41 @@ def test_plain_resume_keeps_the_planned_epochs_and_data(tree, tmp_path, one_thre
     assert len(json.loads((save_dir / "history.json").read_text())) == 1
     assert main(["--save_dir", str(save_dir), "--resume", "--no_progress", "--max_epochs", "2"]) == 0
     assert len(json.loads((save_dir / "history.json").read_text())) == 2
+
+
+def test_help_states_each_default_once_and_per_model(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and ") (default" not in text
+    assert "(default: 5 for resnet18, 1 for small_cnn)" in text  # --update_interval
+    assert "(default: 0 for the digits)" in text  # --workers
+    assert "(default: true, false for the digits)" in text  # --hflip
+
+
+def test_config_json_records_the_values_help_states(tmp_path, one_thread):
+    digits = make_config(save_dir=str(tmp_path / "d"))
+    assert (digits.update_interval, digits.workers, digits.final_relu, digits.pretrained) == (1, 0, False, "none")
+    folder = make_config(data_dir="photos", save_dir="r")
+    assert (folder.model, folder.update_interval, folder.final_relu, folder.sigma) == ("resnet18", 5, True, 10.0)
+    # The small CNN keeps its own recipe on any folder.
+    small = make_config(data_dir="photos", save_dir="r", model="small_cnn")
+    assert (small.sigma, small.learning_rate, small.num_neighbours, small.input_size) == (1.0, 1e-4, 20, 32)
+    assert small.hflip and small.workers is not None
+
+
+def test_pretrained_weights_for_the_small_cnn_are_refused(tree, tmp_path, capsys):
+    err = _fails(capsys, tiny_argv(tree, tmp_path / "run", "--pretrained", "/nonexistent.pth"))
+    assert "--pretrained applies to resnet18 only" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_accepts_flags_equal_to_the_runs_effective_values(tree, tmp_path, capsys, one_thread):
+    save_dir = tmp_path / "run"
+    assert main(tiny_argv(tree, save_dir, max_epochs=1)) == 0
+    config = json.loads((save_dir / "config.json").read_text())
+    config["final_relu"] = None  # as runs saved before the per-model defaults recorded it
+    (save_dir / "config.json").write_text(json.dumps(config))
+    assert main(tiny_argv(tree, save_dir, "--resume", "--final_relu", "false", max_epochs=1)) == 0
+    err = _fails(capsys, tiny_argv(tree, save_dir, "--resume", "--final_relu", "true", max_epochs=1))
+    assert "--final_relu True differs from the run" in err and "(final_relu False)" in err

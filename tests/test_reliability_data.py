@@ -13,11 +13,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from nngk_lab import data as data_module
-from nngk_lab import train as train_module
+from nngk_lab.config import make_config
 from nngk_lab.data import (ImageSamples, build_transforms, find_unreadable_images, load_rgb,
                            scan_image_folder)
 from nngk_lab.errors import CheckpointError, ConfigError, DataError
-from nngk_lab.train import load_run, main, train
+from nngk_lab.cli import train_main as main
+from nngk_lab.runs import load_run
+from nngk_lab.train import train
 
 from tiny_tree import make_tree, one_thread, tiny_argv, tiny_config  # noqa: F401
 
@@ -228,7 +230,7 @@ def test_resume_after_the_data_folder_moved(tmp_path, one_thread):
     train(tiny_config(tree, tmp_path / "run", max_epochs=1))
     moved = tree.rename(tmp_path / "elsewhere")
     with pytest.raises(DataError, match="does not exist"):
-        train(train_module.make_config(save_dir=str(tmp_path / "run"), max_epochs=2, progress=False),
+        train(make_config(save_dir=str(tmp_path / "run"), max_epochs=2, progress=False),
               resume=True)
     result = train(tiny_config(moved, tmp_path / "run", max_epochs=2), resume=True)
     assert len(result.history) == 2
@@ -250,3 +252,19 @@ def test_digits_cannot_be_exported_to_an_unwritable_place(tmp_path, monkeypatch,
     monkeypatch.setenv("NNGK_DATA", str(tmp_path / "a_file"))
     err = _one_line_error(capsys, ["--save_dir", str(tmp_path / "run")])
     assert f"cannot write the digits to {tmp_path / 'a_file' / 'digits'}" in err and "set NNGK_DATA" in err
+
+
+@pytest.mark.parametrize("values, mode, expected", [
+    (np.arange(16, dtype=np.int32).reshape(4, 4) * 4369, "I", np.arange(16).reshape(4, 4) * 4369 >> 8),  # 0-65535
+    (np.arange(16, dtype=np.int32).reshape(4, 4) * 17, "I", np.arange(16).reshape(4, 4) * 17),  # already 0-255
+    (np.arange(16, dtype=np.int32).reshape(4, 4) * 2**27, "I", np.arange(16).reshape(4, 4) * 2**27 >> 24),
+    (np.arange(16, dtype=np.float32).reshape(4, 4) / 15, "F", np.rint(np.arange(16).reshape(4, 4) * 17)),  # 0-1
+    (np.arange(16, dtype=np.float32).reshape(4, 4) * 17, "F", np.arange(16).reshape(4, 4) * 17),  # 0-255
+    (np.arange(16, dtype=np.float32).reshape(4, 4) - 8, "F", np.rint(np.arange(16).reshape(4, 4) * 17)),  # min-max
+])
+def test_32_bit_and_float_images_are_scaled_from_their_range(tmp_path, values, mode, expected):
+    path = tmp_path / "image.tiff"
+    Image.fromarray(values, mode).save(path)
+    assert Image.open(path).mode == mode
+    rgb = np.asarray(load_rgb(str(path)))
+    assert (rgb[..., 0] == expected).all() and (rgb[..., 2] == expected).all(), rgb[..., 0]

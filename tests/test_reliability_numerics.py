@@ -9,10 +9,13 @@ import math
 import pytest
 import torch
 
+from nngk_lab import parts as parts_module
 from nngk_lab import train as train_module
 from nngk_lab.errors import NonFiniteLossError, ResourceError
 from nngk_lab.loss import kernel_nll
-from nngk_lab.train import CHECKPOINT_NAME, load_run, main, train
+from nngk_lab.cli import train_main as main
+from nngk_lab.runs import CHECKPOINT_NAME, load_run
+from nngk_lab.train import train
 
 from tiny_tree import make_tree, one_thread, tiny_argv, tiny_config  # noqa: F401
 
@@ -114,10 +117,11 @@ def test_diverging_run_never_saves_broken_weights(tmp_path, capsys, one_thread):
 
 
 def test_weights_broken_by_the_last_step_of_an_epoch_are_not_saved(tmp_path, monkeypatch, one_thread):
-    real_build, steps = train_module._build_parts, {"n": 0}
+    real_build, steps = parts_module.build_parts, {"n": 0}
 
     def build_parts(*args, **kwargs):
-        model, kernel_weights, head, optimiser = real_build(*args, **kwargs)
+        parts = real_build(*args, **kwargs)
+        model, optimiser = parts.model, parts.optimiser
         real_step = optimiser.step
 
         def step(*a, **k):
@@ -128,9 +132,9 @@ def test_weights_broken_by_the_last_step_of_an_epoch_are_not_saved(tmp_path, mon
                     next(model.parameters()).view(-1)[0] = math.inf
 
         optimiser.step = step
-        return model, kernel_weights, head, optimiser
+        return parts
 
-    monkeypatch.setattr(train_module, "_build_parts", build_parts)
+    monkeypatch.setattr(parts_module, "build_parts", build_parts)
     tree, save_dir = make_tree(tmp_path / "tree"), tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match="the weights became NaN or infinite in epoch 2"):
         train(tiny_config(tree, save_dir))

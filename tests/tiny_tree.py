@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from nngk_lab import train as train_module
-from nngk_lab.train import make_config
+from nngk_lab.config import make_config
 
 DIGITS = load_digits()
 

@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from nngk_lab.data import export_digits, scan_image_folder  # noqa: E402
 from nngk_lab.evaluate import evaluate_run  # noqa: E402
-from nngk_lab.train import DIGITS_DEFAULTS, build_parser, make_config, train  # noqa: E402
+from nngk_lab.cli import build_train_parser  # noqa: E402
+from nngk_lab.config import DIGITS_DEFAULTS, make_config  # noqa: E402
+from nngk_lab.train import train  # noqa: E402
 
 
 def class_subset(data_dir: Path, first_classes: int, into: Path) -> Path:
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=15, help="epochs per run (default 15)")
     args, rest = p.parse_known_args(argv)
     rest += ["--save_dir", "unused"]
-    settings = {k: v for k, v in vars(build_parser().parse_args(rest)).items()
+    settings = {k: v for k, v in vars(build_train_parser().parse_args(rest)).items()
                 if k not in ("save_dir", "resume", "no_progress", "max_epochs")}
     settings["progress"] = False
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,34 @@
+"""Ctrl-C and SIGTERM during training: stop cleanly between steps, so the checkpoint is
+never taken half-way through an optimiser step."""
+
+from __future__ import annotations
+
+import signal
+
+
+class DeferredInterrupt:
+    """Turns the first Ctrl-C (or SIGTERM, which batch schedulers send before killing a
+    job) into a flag checked between steps. A second one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        try:
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: leave the signals alone
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc):
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        return False
