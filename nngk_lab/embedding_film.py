@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
+from .config import make_config
 from .errors import CheckpointError
 from .notebook import cached, runs_dir, settings
-from .train import CHECKPOINT_NAME, load_run, make_config, train
+from .runs import CHECKPOINT_NAME, load_run
+from .train import train
 
 FILM_LOSSES = ("nngk", "softmax")
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from .config import DIGITS_DEFAULTS
 from .data import export_digits, scan_image_folder
 from .errors import ConfigError
 from .explore import Embeddings, GalleryRow, load_image, query_neighbours, run_embeddings
 from .notebook import train_or_load
-from .train import DIGITS_DEFAULTS
 
 FLIPPED_PREFIX = "flipped_"
 

@@ -9,7 +9,9 @@ from matplotlib.figure import Figure
 
 from nngk_lab import embedding_film, viz_film
 from nngk_lab.errors import CheckpointError
-from nngk_lab.train import load_run, make_config, train
+from nngk_lab.config import make_config
+from nngk_lab.runs import load_run
+from nngk_lab.train import train
 from tiny_runs import TINY, write_tree
 
 
