@@ -1,4 +1,4 @@
-"""The embedding forming, epoch by epoch: train the digits with a 2-D embedding (the
+"""The embedding forming, epoch by epoch: train a dataset with a 2-D embedding (the
 network's output *is* the plane, so no map such as UMAP is needed) and keep the centres
 after every epoch, for the kernel loss and for softmax trained the same way.
 
@@ -16,7 +16,7 @@ import torch
 
 from .config import make_config
 from .errors import CheckpointError
-from .notebook import cached, runs_dir, settings
+from .notebook import cached, settings
 from .runs import CHECKPOINT_NAME, load_run
 from .train import train
 
@@ -24,9 +24,10 @@ FILM_LOSSES = ("nngk", "softmax")
 
 
 def film_dir(loss: str) -> Path:
-    """Where the film of ``loss`` is trained and cached: the runs folder, with fast mode's
-    suffix (see :func:`nngk_lab.notebook.settings`)."""
-    return runs_dir() / f"film-{loss}{settings().run_suffix}"
+    """Where the film of ``loss`` is trained and cached: next to notebook 2's run, named
+    after it (one film per dataset and mode, see :func:`nngk_lab.notebook.settings`)."""
+    main_run = settings().main_run
+    return main_run.with_name(f"{main_run.name}-film-{loss}")
 
 
 def _train_to_epoch(run_dir: Path, epoch: int, device, config: dict) -> dict:

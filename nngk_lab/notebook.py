@@ -1,8 +1,13 @@
-"""Helpers the notebooks share: fast/full settings, where runs live, thread and device
-set-up, "load notebook 2's run or train one", and a cache on disk.
+"""Helpers the notebooks share: fast/full settings, which dataset, where runs live, thread
+and device set-up, "load notebook 2's run or train one", and a cache on disk.
 
 Fast mode (``NNGK_FAST=1``) is what the test suite runs: fewer epochs and smaller
 sweeps, written to separate run folders so it never overwrites a student's full run.
+
+``NNGK_DATASET`` switches every notebook from the embedded digits to photos: the name of
+a tree prepared by ``python -m nngk_lab.datasets prepare`` in the data folder
+(``NNGK_DATASET=cifar100`` reads ``$NNGK_DATA/cifar100``), or the path of any class-folder
+tree. The model, input size and time budget follow the dataset and the device.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Callable
 import torch
 
 from .checkpoint import atomic_save, safe_load
+from .data import default_data_root, export_digits
+from .datasets import read_manifest
 from .device import available_cores, resolve_device
-from .errors import CheckpointError, NNGKError
 from .config import MODEL_DEFAULTS, make_config
+from .errors import CheckpointError, DataError, NNGKError
 from .runs import CHECKPOINT_NAME, LoadedRun, load_run
 from .train import train
 
@@ -41,19 +48,29 @@ class NotebookSettings:
     test_ks: tuple[int, ...]             # notebook 3: test-time K values
     umap_epochs: int | None              # notebook 4: None = umap-learn's default (500 here)
     run_suffix: str
+    dataset: str = "digits"              # names the run folders: one set per dataset
+
+    @property
+    def data_dir(self) -> Path:
+        """The class-folder tree the notebooks use (the digits are exported on first use)."""
+        return Path(self.training["data_dir"]) if "data_dir" in self.training else export_digits()
 
     @property
     def main_run(self) -> Path:
         """The run notebook 2 trains and the later notebooks load."""
-        return runs_dir() / f"digits{self.run_suffix}"
+        return runs_dir() / f"{self.dataset}{self.run_suffix}"
 
     @property
     def sweep_dir(self) -> Path:
-        return runs_dir() / f"sigma-sweep{self.run_suffix}"
+        return runs_dir() / f"sigma-sweep{self._dataset_suffix}{self.run_suffix}"
 
     @property
     def cache_dir(self) -> Path:
-        return runs_dir() / f"cache{self.run_suffix}"
+        return runs_dir() / f"cache{self._dataset_suffix}{self.run_suffix}"
+
+    @property
+    def _dataset_suffix(self) -> str:
+        return "" if self.dataset == "digits" else f"-{self.dataset}"
 
 
 def _log_grid(low: float, high: float, n: int) -> tuple[float, ...]:
@@ -61,19 +78,83 @@ def _log_grid(low: float, high: float, n: int) -> tuple[float, ...]:
                                                            torch.log10(torch.tensor(high)), n).tolist())
 
 
+@dataclass(frozen=True)
+class DatasetChoice:
+    """The dataset ``NNGK_DATASET`` names: ``data_dir`` None means the embedded digits."""
+
+    name: str
+    data_dir: Path | None = None
+    manifest: dict | None = None  # of a tree prepared by nngk_lab.datasets
+    note: str | None = None       # why the digits are used although another was asked for
+
+
+def chosen_dataset() -> DatasetChoice:
+    """Read ``NNGK_DATASET``: unset or ``digits``, a prepared tree's name in the data folder,
+    or a folder's path. Raises :class:`DataError` when it names nothing there, except where a
+    ``NAME.unavailable`` file next to the tree says why it could not be prepared (Binder
+    builds offline): then the digits are used, and :func:`setup` says why."""
+    value = os.environ.get("NNGK_DATASET", "").strip()
+    if value in ("", "digits"):
+        return DatasetChoice("digits")
+    folder = Path(value).expanduser() if os.sep in value or value.startswith(".") else default_data_root() / value
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        return DatasetChoice(folder.name, folder, manifest)
+    unavailable = folder.with_name(f"{folder.name}.unavailable")
+    if unavailable.is_file():
+        return DatasetChoice("digits", note=f"NNGK_DATASET={value}, but {unavailable.read_text().strip()}; "
+                                            "the notebooks use the digits instead")
+    if folder.is_dir():
+        return DatasetChoice(folder.name, folder)  # a class-folder tree of your own
+    raise DataError(f"NNGK_DATASET={value}, but {folder} holds no prepared dataset: prepare it with python -m "
+                    f"nngk_lab.datasets prepare NAME --source PATH --out {folder} (README, \"Your data and the "
+                    "paper's datasets\"), or unset NNGK_DATASET for the digits")
+
+
+def _photo_training(choice: DatasetChoice, fast: bool, gpu: bool) -> tuple[dict, dict]:
+    """Notebook 2's run and notebook 3's sweep runs on a photo dataset: ResNet18 at 224 px
+    on a GPU, the small CNN (at CIFAR's native 32 px, other photos at 64) on a CPU and in
+    fast mode, each with its own recipe (``config.MODEL_DEFAULTS``), flips, and a time
+    budget in minutes."""
+    manifest = choice.manifest or {}
+    data = dict(data_dir=str(choice.data_dir), num_classes=manifest.get("trained_classes"))
+    if fast:
+        recipe = {**data, "model": "small_cnn", "hflip": True, "input_size": 16, "num_neighbours": 10,
+                  "batch_size": 16, "max_epochs": 2}
+    elif gpu:
+        recipe = {**data, "model": "resnet18", "input_size": 224, "max_epochs": 30, "max_time": 20}
+    else:
+        size = 32 if manifest.get("dataset") == "cifar100" else 64
+        recipe = {**data, "model": "small_cnn", "hflip": True, "input_size": size, "max_epochs": 10, "max_time": 10}
+    if manifest.get("trained_images"):
+        # A small tree (--per_class) can have fewer centres than K or a batch; each trained
+        # class keeps at least 80% of its images, less one for rounding, as training images.
+        centres = int(0.8 * manifest["trained_images"]) - manifest["trained_classes"]
+        for name, most in (("num_neighbours", centres - 1), ("batch_size", centres)):
+            recipe[name] = max(1, min(recipe.get(name, MODEL_DEFAULTS[recipe["model"]][name]), most))
+    budget = recipe.get("max_time")
+    return recipe, {**recipe, "max_epochs": 1 if fast else 4, "max_time": budget and budget / 5}
+
+
 def settings(fast: bool | None = None) -> NotebookSettings:
     """The notebooks' settings: full (what a student runs) or fast (``NNGK_FAST=1``:
-    2 epochs on 16x16 inputs, small sweeps, short UMAP optimisation)."""
+    2 epochs on 16x16 inputs, small sweeps, short UMAP optimisation), on the digits or on
+    the dataset ``NNGK_DATASET`` names (:func:`chosen_dataset`)."""
     fast = fast_mode() if fast is None else fast
-    if fast:
-        return NotebookSettings(fast=True, training=dict(max_epochs=2, input_size=16), sweep_sigmas=(0.3, 3.0),
-                                sweep_training=dict(max_epochs=1, input_size=16),
-                                test_sigmas=_log_grid(0.03, 30, 7), test_ks=(1, 10, 200),
-                                umap_epochs=50, run_suffix="-fast")
-    return NotebookSettings(fast=False, training=dict(max_epochs=MODEL_DEFAULTS["small_cnn"]["max_epochs"]),
-                            sweep_sigmas=(0.1, 0.3, 1.0, 3.0, 10.0), sweep_training=dict(max_epochs=4),
-                            test_sigmas=_log_grid(0.01, 100, 25), test_ks=(1, 5, 20, 50, 200, 1000),
-                            umap_epochs=200, run_suffix="")
+    choice = chosen_dataset()
+    if choice.data_dir is not None:
+        training, sweep = _photo_training(choice, fast, torch.cuda.is_available())
+    elif fast:
+        training, sweep = dict(max_epochs=2, input_size=16), dict(max_epochs=1, input_size=16)
+    else:
+        training, sweep = dict(max_epochs=MODEL_DEFAULTS["small_cnn"]["max_epochs"]), dict(max_epochs=4)
+    scale = MODEL_DEFAULTS[training.get("model", "small_cnn")]["sigma"]  # sigma grids around the training sigma
+    return NotebookSettings(fast=fast, training=training, sweep_training=sweep,
+                            sweep_sigmas=tuple(scale * s for s in ((0.3, 3.0) if fast else (0.1, 0.3, 1.0, 3.0, 10.0))),
+                            test_sigmas=_log_grid(scale * (0.03 if fast else 0.01), scale * (30 if fast else 100),
+                                                  7 if fast else 25),
+                            test_ks=(1, 10, 200) if fast else (1, 5, 20, 50, 200, 1000),
+                            umap_epochs=50 if fast else 200, run_suffix="-fast" if fast else "", dataset=choice.name)
 
 
 def project_root(start: Path | None = None) -> Path | None:
@@ -121,7 +202,12 @@ def setup(device: str = "auto", verbose: bool = True) -> torch.device:
     """
     cores = limit_threads()
     dev = resolve_device(device)
+    choice = chosen_dataset()
     if verbose:
+        if choice.note:
+            print(choice.note)
+        if choice.data_dir is not None:
+            print(f"Dataset: {choice.name} ({choice.data_dir}), from NNGK_DATASET; unset it for the digits.")
         mode = "fast mode (NNGK_FAST=1): small runs for testing" if fast_mode() else "full mode"
         if dev.type == "cuda":
             print(f"Device: {dev} ({torch.cuda.get_device_name(dev)}); {mode}.")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import DIGITS_DEFAULTS
-from .data import export_digits, scan_image_folder
+from .data import export_digits, scan_image_folder, split_samples
 from .errors import ConfigError
 from .explore import Embeddings, GalleryRow, load_image, query_neighbours, run_embeddings
 from .notebook import train_or_load
@@ -126,35 +126,37 @@ def weight_gallery_rows(emb: Embeddings, indices, k: int = 6) -> list[GalleryRow
 
 
 def label_noise_experiment(save_dir, fraction: float = 0.05, weight_learning_rate: float = 1e-2,
-                           num_classes: int = 5, share: float = 0.05, flip_seed: int = 0, device="cpu",
-                           data_dir=None, **config) -> tuple[Embeddings, dict]:
+                           share: float = 0.05, flip_seed: int = 0, device="cpu", **config) -> tuple[Embeddings, dict]:
     """Flip ``fraction`` of the trained classes' labels (``save_dir/data``), train on
     them (``save_dir/run``, reused when finished) and measure
     :func:`lowest_weight_enrichment` over the training images that got a flipped label.
 
-    Without ``data_dir`` the digits are used with their defaults. ``weight_learning_rate``
-    defaults to 1e-2: at the digits' 1e-4, Adam's steps of about the learning rate move a
-    log-weight by at most ~0.012 in ten epochs, too little to change a prediction (their
-    order, though, already singles out flipped images: see README).
-    ``config`` holds other :func:`nngk_lab.train.make_config` settings.
+    ``config`` holds other :func:`nngk_lab.train.make_config` settings; its ``data_dir``
+    (default: the digits, with their defaults) is the folder whose labels are flipped, and
+    its ``num_classes`` the trained classes. ``weight_learning_rate`` defaults to 1e-2: at
+    the digits' 1e-4, Adam's steps of about the learning rate move a log-weight by at most
+    ~0.012 in ten epochs, too little to change a prediction (their order, though, already
+    singles out flipped images: see README).
     Returns the run's embeddings (with its learnt weights) and the result.
     """
+    config = {k: v for k, v in config.items() if v is not None}  # unset flags keep the defaults
     save_dir = Path(save_dir)
-    source = Path(data_dir) if data_dir else export_digits()
+    source = Path(config["data_dir"]) if "data_dir" in config else export_digits()
+    classes, samples = scan_image_folder(source, extensions=config.get("im_ext"))
+    num_trained = split_samples(classes, samples, config.get("num_classes")).num_trained
     noisy, manifest = save_dir / "data", save_dir / "flips.json"
-    flips = {"source": str(source.resolve()), "num_classes": num_classes, "fraction": fraction, "seed": flip_seed}
+    flips = {"source": str(source.resolve()), "num_classes": num_trained, "fraction": fraction, "seed": flip_seed}
     if not noisy.exists():
-        flipped = flip_labels(source, noisy, num_classes, fraction, flip_seed)
+        flipped = flip_labels(source, noisy, num_trained, fraction, flip_seed)
         # Written last: a folder without it was left half-made by an interrupted run.
         manifest.write_text(json.dumps({**flips, "flipped": flipped}, indent=1))
     stored = json.loads(manifest.read_text()) if manifest.is_file() else {}
     if {k: stored.get(k) for k in flips} != flips:
         raise ConfigError(f"{noisy} holds labels flipped with other settings ({manifest} is missing or differs); "
                           "choose another save_dir or delete that folder")
-    base = {} if data_dir else DIGITS_DEFAULTS
-    config = {k: v for k, v in config.items() if v is not None}  # unset flags keep the defaults
+    base = {} if "data_dir" in config else DIGITS_DEFAULTS
     run_dir = save_dir / "run"
-    run = train_or_load(run_dir, device, **{**base, **config, "data_dir": str(noisy), "num_classes": num_classes,
+    run = train_or_load(run_dir, device, **{**base, **config, "data_dir": str(noisy), "num_classes": num_trained,
                                             "weight_learning_rate": weight_learning_rate})
     emb = run_embeddings(run_dir, device, run)
     result = lowest_weight_enrichment(emb.log_weights, is_flipped(emb.train_paths), share)
@@ -174,6 +176,8 @@ def describe(result: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nngk_lab.weights_study", description=__doc__.split("\n\n")[0])
     p.add_argument("--save_dir", required=True, help="folder for the flipped data (data/) and the run (run/)")
+    p.add_argument("--data_dir", help="class-folder tree whose labels are flipped (default: the digits)")
+    p.add_argument("--num_classes", type=int, help="trained classes: the first N (default: the first half)")
     p.add_argument("--fraction", type=float, default=0.05, help="share of trained-class images flipped")
     p.add_argument("--weight_learning_rate", type=float, default=1e-2, help="Adam's rate for the kernel weights")
     p.add_argument("--share", type=float, default=0.05, help="size of the lowest-weighted group")
@@ -182,8 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--flip_seed", type=int, default=0, help="which images are flipped")
     args = p.parse_args(argv)
     _, result = label_noise_experiment(args.save_dir, args.fraction, args.weight_learning_rate, share=args.share,
-                                       flip_seed=args.flip_seed, max_epochs=args.max_epochs, seed=args.seed,
-                                       progress=False)
+                                       flip_seed=args.flip_seed, data_dir=args.data_dir, num_classes=args.num_classes,
+                                       max_epochs=args.max_epochs, seed=args.seed, progress=False)
     print(describe(result))
     return 0
 

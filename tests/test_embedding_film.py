@@ -67,9 +67,9 @@ def test_film_missing_an_epoch_says_what_to_do(films, tmp_path):
 def test_film_folders(monkeypatch, tmp_path):
     monkeypatch.setenv("NNGK_RUNS", str(tmp_path))
     monkeypatch.setenv("NNGK_FAST", "1")
-    assert embedding_film.film_dir("softmax") == tmp_path / "film-softmax-fast"
+    assert embedding_film.film_dir("softmax") == tmp_path / "digits-fast-film-softmax"
     monkeypatch.setenv("NNGK_FAST", "0")
-    assert embedding_film.film_dir("nngk") == tmp_path / "film-nngk"
+    assert embedding_film.film_dir("nngk") == tmp_path / "digits-film-nngk"
 
 
 def test_film_figures(films):

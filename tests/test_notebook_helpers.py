@@ -142,3 +142,33 @@ def test_available_cores_respects_the_quota(monkeypatch, limit, expected):
     monkeypatch.setattr(device, "_cgroup_cpu_limit", lambda: limit)
     affinity = len(os.sched_getaffinity(0))
     assert device.available_cores() == min(affinity, expected or affinity)
+
+
+def test_nngk_dataset_picks_a_prepared_tree_with_settings_that_fit_it(monkeypatch, tmp_path):
+    from dataset_fakes import make_cub
+    from nngk_lab.datasets import prepare
+
+    monkeypatch.setenv("NNGK_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("NNGK_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv("NNGK_DATASET", raising=False)
+    assert nb.chosen_dataset().name == "digits" and nb.settings().main_run.name == "digits"
+    prepare("cub200", tmp_path / "data" / "cub200", make_cub(tmp_path / "src", per_class=10).source, progress=False)
+    monkeypatch.setenv("NNGK_DATASET", "cub200")
+    for fast in (True, False):
+        s = nb.settings(fast=fast)
+        assert s.data_dir == tmp_path / "data" / "cub200" and s.main_run.name.startswith("cub200")
+        assert s.sweep_dir.name.startswith("sigma-sweep-cub200") and s.cache_dir.name.startswith("cache-cub200")
+        # 2 trained classes of 10 images: at least 14 training images, so K <= 13 and batch <= 14
+        assert s.training["num_classes"] == 2 and s.training["num_neighbours"] <= 13
+        assert s.training["batch_size"] <= 14 and s.training["hflip"]
+    assert nb.settings(fast=False).training["max_time"] > 0
+    monkeypatch.setenv("NNGK_DATASET", str(tmp_path / "src" / "CUB_200_2011" / "images"))  # any class-folder tree
+    assert nb.chosen_dataset().name == "images" and nb.settings().training["num_classes"] is None
+
+
+def test_nngk_dataset_naming_nothing_says_how_to_prepare_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("NNGK_DATA", str(tmp_path))
+    monkeypatch.setenv("NNGK_DATASET", "cub200")
+    with pytest.raises(DataError, match=r"NNGK_DATASET=cub200, but .*cub200 holds no prepared dataset: prepare it "
+                                        r"with python -m nngk_lab.datasets prepare"):
+        nb.settings()

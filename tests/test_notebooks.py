@@ -12,6 +12,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from dataset_fakes import make_cub
+from nngk_lab.datasets import prepare
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_data_loading.ipynb", "02_training.ipynb", "03_sigma_sensitivity.ipynb",
@@ -54,12 +57,17 @@ def _outputs(notebook, mime=None):
                 yield output
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_fast_mode(path, notebook_env):
+def _execute(path):
+    """Run a notebook top to bottom (in notebooks/, as Jupyter does); return it and its text."""
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
-    text = "".join(o.get("text", "") for o in _outputs(notebook))
+    return notebook, "".join(o.get("text", "") for o in _outputs(notebook))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_fast_mode(path, notebook_env):
+    notebook, text = _execute(path)
     assert "fast mode" in text, "the notebook did not report fast mode"
     assert list(_outputs(notebook, "image/png")), "the notebook drew no figure"
     if path.name in ("03_sigma_sensitivity.ipynb", "05_neighbour_galleries.ipynb", "06_kernel_playground.ipynb"):
@@ -71,4 +79,29 @@ def test_notebook_runs_in_fast_mode(path, notebook_env):
         assert any("<script" in "".join(o["data"].get("text/html", "")) for o in _outputs(notebook, "text/html")), \
             "the film's animation was not shown"
         for loss in ("nngk", "softmax"):
-            assert (notebook_env / "runs" / f"film-{loss}-fast" / "centres-epoch-002.pt").is_file()
+            assert (notebook_env / "runs" / f"digits-fast-film-{loss}" / "centres-epoch-002.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def photo_env(notebook_env):
+    """NNGK_DATASET=cub200: a prepared miniature of CUB-200-2011 in the data folder, and
+    a runs folder of its own."""
+    fake = make_cub(notebook_env / "cub-source", per_class=10)
+    prepare("cub200", notebook_env / "data" / "cub200", fake.source, progress=False)
+    saved = dict(os.environ)
+    os.environ.update(NNGK_DATASET="cub200", NNGK_RUNS=str(notebook_env / "photo-runs"))
+    yield notebook_env / "photo-runs"
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_a_prepared_dataset(path, photo_env):
+    notebook, text = _execute(path)
+    assert "Dataset: cub200" in text and "fast mode" in text
+    assert list(_outputs(notebook, "image/png")), "the notebook drew no figure"
+    assert not (photo_env / "digits-fast").exists(), "the notebook trained on the digits"
+    if path.name == "01_data_loading.ipynb":
+        assert "000_Black_footed_Albatross/" in text
+    if path.name == "02_training.ipynb":
+        assert (photo_env / "cub200-fast" / "checkpoint.pt").is_file()

@@ -104,14 +104,15 @@ def test_weight_gallery_rows(tmp_path, seed):
 def test_label_noise_experiment_end_to_end(tmp_path):
     data = write_tree(tmp_path / "source", num_classes=4, per_class=12)
     emb, result = weights_study.label_noise_experiment(tmp_path / "study", fraction=0.25, num_classes=2,
-                                                       data_dir=data, max_epochs=1, **TINY)
+                                                       data_dir=str(data), max_epochs=1, **TINY)
     flipped = weights_study.is_flipped(emb.train_paths)
     assert result["n"] == len(emb.train) and result["n_flipped"] == int(flipped.sum()) > 0
     assert result == {**weights_study.lowest_weight_enrichment(emb.log_weights, flipped, 0.05), "fraction": 0.25,
                       "weight_learning_rate": 1e-2, "share": 0.05}
     assert not torch.equal(emb.log_weights, torch.zeros_like(emb.log_weights))
-    again, _ = weights_study.label_noise_experiment(tmp_path / "study", fraction=0.25, num_classes=2, data_dir=data,
-                                                    max_epochs=1, **TINY)
+    again, _ = weights_study.label_noise_experiment(tmp_path / "study", fraction=0.25, num_classes=2,
+                                                    data_dir=str(data), max_epochs=1, **TINY)
     assert torch.equal(again.log_weights, emb.log_weights)  # the finished run is loaded, not retrained
     with pytest.raises(ConfigError, match="other settings"):
-        weights_study.label_noise_experiment(tmp_path / "study", fraction=0.1, num_classes=2, data_dir=data, **TINY)
+        weights_study.label_noise_experiment(tmp_path / "study", fraction=0.1, num_classes=2, data_dir=str(data),
+                                             **TINY)
