@@ -1,5 +1,5 @@
-"""How long one move of notebook 3's sigma / K sliders (and notebook 5's query picker)
-takes, split into computing and drawing.
+"""How long one move of notebook 3's sigma / K sliders, notebook 5's query picker and
+notebook 6's 2-D playground takes, split into computing and drawing.
 
     python bench/widget_latency.py [RUN_DIR]
 
@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 
-from nngk_lab import explore, notebook as nb, viz, widgets
+from nngk_lab import explore, notebook as nb, playground, viz, viz_playground, widgets
 
 
 def median_ms(function, values) -> float:
@@ -23,6 +23,26 @@ def median_ms(function, values) -> float:
         function(value)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def playground_rows(moves: int = 20) -> list[tuple[str, float]]:
+    """Notebook 6's playground on its toy problem: the decision regions (recomputed when
+    sigma, K or a weight moves), the figure, and whole slider moves; medians of ``moves``."""
+    centres, labels = explore.toy_problem(num_classes=3, per_class=15, seed=0)
+    pg = playground.Playground(centres, labels)
+    view, weights = pg.view, playground.boosted_log_weights(len(centres), pg.centre.value, 0.0)
+    sigmas = [0.1 * 1.1 ** i for i in range(moves)]
+    return [
+        ("playground decision regions", median_ms(
+            lambda s: playground.decision_regions(pg.centres, labels, s, pg.k.value, weights), sigmas)),
+        ("playground figure drawn to PNG", median_ms(
+            lambda _: viz.figure_png(viz_playground.playground_figure(view), dpi=widgets.PLOT_DPI), range(moves))),
+        ("playground sigma move (all of it)", median_ms(lambda s: setattr(pg.sigma, "value", s), sigmas)),
+        ("playground query x move (all of it)", median_ms(lambda x: setattr(pg.x, "value", x),
+                                                           [-1.05 + 0.1 * i for i in range(moves)])),
+        ("playground weight move (all of it)", median_ms(lambda v: setattr(pg.log_weight, "value", v),
+                                                          [-2.1 + 0.25 * i for i in range(moves)])),
+    ]
 
 
 def main() -> None:
@@ -44,6 +64,7 @@ def main() -> None:
         ("sigma slider move (all of it)", median_ms(lambda s: setattr(explorer.sigma, "value", s), sigmas)),
         ("K slider move (all of it)", median_ms(lambda k: setattr(explorer.k, "value", k), range(5, 205, 10))),
         ("gallery query move (all of it)", median_ms(lambda q: setattr(gallery.query, "value", q), range(1, 21))),
+        *playground_rows(),
     ]
     print(f"{len(emb.train)} centres, {len(emb.test)} test images, {cores} core(s)")
     print(f"{'step':40s} {'median ms':>10s}")

@@ -18,11 +18,11 @@ from nngk_lab.datasets import prepare
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_data_loading.ipynb", "02_training.ipynb", "03_sigma_sensitivity.ipynb",
-            "04_embedding_space.ipynb", "05_neighbour_galleries.ipynb"]
+            "04_embedding_space.ipynb", "05_neighbour_galleries.ipynb", "06_kernel_playground.ipynb"]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
-def test_the_five_notebooks_exist_in_reading_order():
+def test_the_notebooks_exist_in_reading_order():
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
@@ -72,10 +72,16 @@ def test_notebook_runs_in_fast_mode(path, notebook_env):
     assert list(_outputs(notebook, "image/png")), "the notebook drew no figure"
     bars = [o for o in _outputs(notebook) if "it/s]" in "".join(o.get("data", {}).get("text/plain", ""))]
     assert not bars, f"{len(bars)} progress bars were left in the saved outputs, e.g. {bars[0]['data']['text/plain']!r}"
-    if path.name in ("03_sigma_sensitivity.ipynb", "05_neighbour_galleries.ipynb"):
+    if path.name in ("03_sigma_sensitivity.ipynb", "05_neighbour_galleries.ipynb", "06_kernel_playground.ipynb"):
         assert list(_outputs(notebook, WIDGET_MIME)), "the explorer widget was not displayed"
     if path.name == "02_training.ipynb":
         assert (notebook_env / "runs" / "digits-fast" / "checkpoint.pt").is_file()
+    if path.name == "06_kernel_playground.ipynb":
+        assert "among the" in text and "lowest-weighted" in text, "the label-noise result was not printed"
+        assert any("<script" in "".join(o["data"].get("text/html", "")) for o in _outputs(notebook, "text/html")), \
+            "the film's animation was not shown"
+        for loss in ("nngk", "softmax"):
+            assert (notebook_env / "runs" / f"digits-fast-film-{loss}" / "centres-epoch-002.pt").is_file()
 
 
 @pytest.fixture(scope="module")

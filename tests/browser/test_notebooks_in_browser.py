@@ -13,6 +13,7 @@ pytestmark = pytest.mark.browser
 
 SIGMA_NOTEBOOK = "notebooks/03_sigma_sensitivity.ipynb"
 GALLERY_NOTEBOOK = "notebooks/05_neighbour_galleries.ipynb"
+PLAYGROUND_NOTEBOOK = "notebooks/06_kernel_playground.ipynb"
 
 
 def press_slider(widget, presses: int = 3) -> None:
@@ -69,3 +70,23 @@ def test_gallery_redraws_for_another_query(open_notebook):
 
     assert readout(query) != query_before
     assert after["images"] and after["images"] != before["images"], "the gallery was not redrawn"
+
+
+def test_playground_sigma_slider_redraws_regions_and_probabilities(open_notebook):
+    notebook = open_notebook(PLAYGROUND_NOTEBOOK)
+    notebook.run_all_cells()
+    slider = notebook.widget("sigma")
+    before, sigma_before = notebook.displayed(), readout(slider)
+    assert any("p(class | query)" in text for text in before["texts"]), f"no probabilities shown: {before['texts']}"
+    assert before["images"], "no playground figure shown under the sliders"
+    notebook.screenshot("playground-before", slider)
+
+    press_slider(slider)
+    after = notebook.wait_for_display_change(before)
+    notebook.assert_no_errors()
+    notebook.screenshot("playground-after", slider)
+
+    assert readout(slider) != sigma_before
+    assert f"sigma = {readout(slider)}" in " ".join(after["texts"]), \
+        f"the text does not show the slider's sigma {readout(slider)}: {after['texts']}"
+    assert after["images"] != before["images"], "moving sigma did not redraw the playground"

@@ -1,0 +1,80 @@
+"""The embedding film: a 2-D run trained one epoch at a time, each epoch's centres
+cached; and its figures."""
+
+import shutil
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from nngk_lab import embedding_film, viz_film
+from nngk_lab.errors import CheckpointError
+from nngk_lab.config import make_config
+from nngk_lab.runs import load_run
+from nngk_lab.train import train
+from tiny_runs import TINY, write_tree
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("film")
+    data = write_tree(tmp / "data", num_classes=4, per_class=12)
+    return tmp, {loss: embedding_film.train_film(tmp / loss, 2, data_dir=str(data), num_classes=2, loss=loss,
+                                                 **TINY)
+                 for loss in embedding_film.FILM_LOSSES}
+
+
+def test_film_holds_every_epochs_centres(films):
+    tmp, result = films
+    for loss, film in result.items():
+        assert film["centres"].shape == (3, 20, 2) and film["labels"].shape == (20,)
+        assert film["loss"] == loss and len(film["accuracy"]) == 3 and film["num_trained"] == 2
+        run = load_run(tmp / loss)
+        assert run.config.embedding_dim == 2 and len(run.history) == 2
+        torch.testing.assert_close(film["centres"][-1], run.bank.features)
+        assert not torch.equal(film["centres"][0], film["centres"][-1])
+    assert result["softmax"]["accuracy"][-1] == pytest.approx(load_run(tmp / "softmax").history[-1]["softmax_accuracy"])
+
+
+def test_film_epochs_match_an_uninterrupted_run(films):
+    """Training epoch by epoch through resume gives the same centres as one run."""
+    tmp, result = films
+    config = make_config(save_dir=str(tmp / "straight"), max_epochs=2, data_dir=str(tmp / "data"), num_classes=2,
+                         loss="nngk", embedding_dim=2, **TINY)
+    straight = train(config)
+    torch.testing.assert_close(result["nngk"]["centres"][-1], straight.bank.features)
+
+
+def test_film_is_read_back_from_its_cache(films, monkeypatch):
+    tmp, result = films
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached film was trained again")
+
+    monkeypatch.setattr(embedding_film, "train", no_training)
+    again = embedding_film.train_film(tmp / "nngk", 2, data_dir=str(tmp / "data"), num_classes=2, loss="nngk", **TINY)
+    assert torch.equal(again["centres"], result["nngk"]["centres"])
+
+
+def test_film_missing_an_epoch_says_what_to_do(films, tmp_path):
+    tmp, _ = films
+    shutil.copytree(tmp / "nngk", tmp_path / "nngk")
+    (tmp_path / "nngk" / "centres-epoch-001.pt").unlink()
+    with pytest.raises(CheckpointError, match="delete that folder"):
+        embedding_film.train_film(tmp_path / "nngk", 2, data_dir=str(tmp / "data"), num_classes=2, loss="nngk", **TINY)
+
+
+def test_film_folders(monkeypatch, tmp_path):
+    monkeypatch.setenv("NNGK_RUNS", str(tmp_path))
+    monkeypatch.setenv("NNGK_FAST", "1")
+    assert embedding_film.film_dir("softmax") == tmp_path / "digits-fast-film-softmax"
+    monkeypatch.setenv("NNGK_FAST", "0")
+    assert embedding_film.film_dir("nngk") == tmp_path / "digits-film-nngk"
+
+
+def test_film_figures(films):
+    _, result = films
+    fig = viz_film.film_snapshots(result)
+    assert isinstance(fig, Figure) and len([a for a in fig.axes if a.collections]) == 6
+    html = viz_film.film_animation_html(result, interval_ms=100)
+    assert "<script" in html and html.count("data:image/png;base64") >= 3
