@@ -71,5 +71,5 @@ def test_missing_faiss_says_how_to_install_it(monkeypatch, seed):
 
 def test_unknown_backend_is_refused(seed):
     x = random_points(20, 4)
-    with pytest.raises(ConfigError, match="not one of torch, faiss"):
+    with pytest.raises(ConfigError, match="not one of auto, torch, faiss"):
         nearest_neighbours(x, x, 3, backend="annoy")
