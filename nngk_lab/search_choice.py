@@ -3,7 +3,7 @@
 Which of torch (matrix products + top-k) and faiss (``IndexFlatL2``) is faster depends on
 the CPU and on the BLAS libraries each links: torch was 3x faster than faiss on an Intel
 Xeon with AVX-512, faiss 1.3-1.4x faster on an AMD EPYC (docs/performance.md). So the
-first large search on a machine times both on one random problem (about a second) and
+first large search on a machine times both on one random problem (a few seconds) and
 caches the winner per machine in ``search_backend.json`` in the cache folder
 (``$NNGK_LAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/nngk_lab``, else ``~/.cache/nngk_lab``).
 Nothing is downloaded. Where that folder cannot be written, :func:`rule_backend` decides
@@ -26,7 +26,8 @@ from .errors import CheckpointError
 # Below this many multiply-adds (Q x N x D; 2^32 took about 0.1 s here) the search is
 # too short for the backend to matter, and timing both would cost more than it saves.
 SMALL_SEARCH_MULTIPLY_ADDS = 2**32
-# The calibration problem: about a second for both backends on 2 cores.
+# The calibration problem: 3.7 s for both backends, twice each, at load average 13 on the
+# 2 cores of docs/performance.md's machine; a fraction of one refresh of a 50k bank.
 CALIBRATION_CENTRES = 20_000
 CALIBRATION_QUERIES = 400
 CACHE_FILE = "search_backend.json"
