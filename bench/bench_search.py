@@ -32,10 +32,12 @@ from pathlib import Path
 import torch
 
 from nngk_lab.device import available_cores, cpu_description
-from nngk_lab.search import faiss_search, nearest_neighbours, time_backends, torch_search
+from nngk_lab.search import (GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR, faiss_search, nearest_neighbours, smallest,
+                             time_backends, torch_search)
 from nngk_lab.search_choice import cached_choice, choose_backend
 
-from .common import available_memory_bytes, current_rss_bytes, format_table, machine_summary, peak_rss_bytes
+from .common import (available_memory_bytes, best_times, current_rss_bytes, format_table, machine_summary,
+                     peak_rss_bytes)
 
 METHODS = ("nngk_lab", "torch", "faiss", "full_matrix")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +124,21 @@ def calibrate_auto(sizes: list[int], max_queries: int, k: int, dim: int) -> str:
             f"{measured} (this call {took:.1f} s)")
 
 
+def selection_rows(sizes: list[int], k: int, rows: int = 256) -> list[dict]:
+    """The top-k alone on a (rows, N) block: one top-k over each row against the grouped
+    selection of ``nngk_lab.search.smallest``, best of 5 in turns; where groups pay."""
+    torch.set_num_threads(available_cores())
+    out = []
+    for n in sizes:
+        block = torch.randn(rows, n, generator=torch.Generator().manual_seed(n))
+        best = best_times({"plain": lambda: smallest(block, k, grouped=False),
+                           "grouped": lambda: smallest(block, k, grouped=True)}, repeat=5)
+        out.append({"N": n, "N / k": n / k, "one top-k ms": best["plain"] * 1e3, "by groups ms": best["grouped"] * 1e3,
+                    "groups / one": best["grouped"] / best["plain"],
+                    "search uses": "groups" if n >= GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR * k else "one top-k"})
+    return out
+
+
 def summarise(n: int, q: int, method: str, runs: list[dict], reference: dict | None, faiss: dict | None) -> dict:
     """One table row: the median of the runs, the stages from the first one."""
     row = {"N": n, "queries": q, "method": method}
@@ -152,6 +169,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs of each method, in turns; the median is shown")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="faiss is skipped when it is not installed")
+    p.add_argument("--selection_sizes", type=int, nargs="*", default=[2_000, 4_000, 8_000, 16_000, 50_000, 200_000],
+                   help="row lengths N of the top-k-alone table (none: skip it)")
     p.add_argument("--quick", action="store_true", help="small k and D, one run each, to check that the script runs")
     p.add_argument("--child", nargs=6, metavar=("METHOD", "N", "Q", "K", "D", "SPLIT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -160,6 +179,7 @@ def main(argv=None) -> None:
         print(json.dumps(child(method, *map(int, numbers[:4]), split=bool(int(numbers[4])))))
         return
     k, dim, repeat = (10, 32, 1) if args.quick else (args.neighbours, args.dim, args.repeat)
+    selection_sizes = [n for n in args.selection_sizes if n >= k and (not args.quick or n <= 2_000)]
     # nngk_lab first, so that the others have their reference when it is among them.
     methods = sorted((m for m in args.methods if m != "faiss" or faiss_installed()), key=lambda m: m != "nngk_lab")
     auto_line = calibrate_auto(args.sizes, args.max_queries, k, dim) if "nngk_lab" in methods else ""
@@ -193,6 +213,10 @@ def main(argv=None) -> None:
           "peak RSS: the whole process (python + torch + centres + search); search extra: its rise during the "
           "search. 'same distances': the sum of the k "
           "distances matches nngk_lab's ('no reference': nngk_lab was not run).")
+    if selection_sizes:
+        print(f"\nthe top-k alone, (256, N) random block, k = {k}: one top-k per row vs by groups "
+              "(nngk_lab.search.smallest); best of 5, in turns")
+        print(format_table(selection_rows(selection_sizes, k)))
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ class _StageClock:
         self.last = now
 
 
-def smallest(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def smallest(block: torch.Tensor, k: int, grouped: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The k smallest entries of each row of ``block``, sorted, and their column indices.
 
     On the CPU one top-k over a long row costs several times the row's length in
@@ -127,21 +127,26 @@ def smallest(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     smallest minima can hold the k smallest entries (any entry elsewhere is at least
     the k-th of those minima, and they are k entries), so a top-k over the m minima and
     one over those k groups' k * g entries (plus the < g columns left over) give the same
-    values as one top-k over the row, at about 2 sqrt(N k) entries instead of N. A row
+    values as one top-k over the row, at about 2 sqrt(N k) entries instead of N. A block
     holding a NaN goes through the plain top-k, which ranks NaN last.
+
+    ``grouped`` forces either way (for bench/bench_search.py, which measures where groups
+    pay); None groups on the CPU from GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR * k columns.
     """
     num_rows, n = block.shape
-    if block.device.type != "cpu" or n < GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR * k:
-        return torch.topk(block, k, dim=1, largest=False, sorted=True)
+    if grouped is None:
+        grouped = block.device.type == "cpu" and n >= GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR * k
     g = round(math.sqrt(n / k))  # balances the two top-k's: m = N / g minima, k * g entries
+    if not grouped or g < 2:
+        return torch.topk(block, k, dim=1, largest=False, sorted=True)
     m = n // g
     minima = block[:, :g * m].view(num_rows, g, m).amin(1)
     if bool(minima.isnan().any()):
         return torch.topk(block, k, dim=1, largest=False, sorted=True)
     groups = torch.topk(minima, k, dim=1, largest=False, sorted=False).indices
-    columns = (groups.unsqueeze(2) + m * torch.arange(g)).view(num_rows, k * g)
+    columns = (groups.unsqueeze(2) + m * torch.arange(g, device=block.device)).view(num_rows, k * g)
     if g * m < n:
-        columns = torch.cat([columns, torch.arange(g * m, n).expand(num_rows, -1)], 1)
+        columns = torch.cat([columns, torch.arange(g * m, n, device=block.device).expand(num_rows, -1)], 1)
     d, j = torch.topk(block.gather(1, columns), k, dim=1, largest=False, sorted=True)
     return d, columns.gather(1, j)
 

@@ -35,7 +35,7 @@ def test_search_bench_runs_in_a_fresh_process_and_its_methods_agree(capsys):
     out = capsys.readouterr().out
     assert "nngk_lab" in out and "same distances" in out and "DIFFERENT RESULT" not in out
     assert "auto -> torch" in out and "vector extensions (/proc/cpuinfo)" in out
-    assert "distances s" in out and "top-k s" in out and "copies s" in out
+    assert "distances s" in out and "top-k s" in out and "copies s" in out and "by groups ms" in out
     # The other methods' children, run here to save starting more processes.
     results = {m: bench_search.child(m, 500, 500, 7, 8, split=True) for m in ("nngk_lab", "torch", "full_matrix")}
     assert set(results["torch"]["stages"]) == {"distances", "top-k", "copies"}
