@@ -12,6 +12,8 @@ instead, without timing anything.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 
 from .checkpoint import atomic_write_text
 from .device import cpu_description
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 # Below this many multiply-adds (Q x N x D; 2^32 took about 0.1 s here) the search is
 # too short for the backend to matter, and timing both would cost more than it saves.
@@ -60,7 +62,10 @@ def choose_backend(queries: torch.Tensor, centres: torch.Tensor, k: int, calibra
         return cached["backend"]
     if not _writable(path.parent):
         return rule_backend()
-    seconds = calibrate(CALIBRATION_CENTRES, CALIBRATION_QUERIES, centres.shape[1], k)
+    try:
+        seconds = calibrate(CALIBRATION_CENTRES, CALIBRATION_QUERIES, centres.shape[1], k)
+    except ConfigError:  # faiss is there but does not import: torch, and no cache entry
+        return "torch"
     backend = min(seconds, key=seconds.get)
     write_cache(path, key, {"backend": backend, "seconds": seconds})
     return backend
@@ -127,8 +132,13 @@ def _writable(folder: Path) -> bool:
 
 
 def _faiss_version() -> str | None:
-    try:
-        import faiss
-    except ImportError:
+    """faiss's version if it is installed, else None; found without importing it (a tenth
+    of a second), which only a search that uses it pays."""
+    if importlib.util.find_spec("faiss") is None:
         return None
-    return getattr(faiss, "__version__", "unknown")
+    for distribution in ("faiss-cpu", "faiss-gpu", "faiss"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return "unknown"

@@ -84,6 +84,16 @@ def test_an_unwritable_cache_falls_back_to_the_rule_without_timing(tmp_path, mon
         assert choose_backend(x, x, 3, calibrate=never) == expected
 
 
+def test_a_faiss_that_does_not_import_means_torch_and_no_cache_entry(cache, monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
+    monkeypatch.setattr(search_choice, "_faiss_version", lambda: "1.0")  # as if its files were there
+    x = torch.randn(30, 4)
+    # A calibration as small as the problem: the real one, with faiss failing to import.
+    monkeypatch.setattr(search, "time_backends", lambda *shape: {"faiss": search.faiss_search(x, x, 3)})
+    assert nearest_neighbours(x, x, 3)[1].shape == (30, 3)
+    assert not cache.exists()
+
+
 def test_the_rule():
     assert rule_backend("AuthenticAMD") == "faiss"
     assert rule_backend("GenuineIntel") == rule_backend("") == rule_backend("0x41") == "torch"
