@@ -79,6 +79,8 @@ class FeatureBank:
 
     def update_neighbours(self, num_neighbours: int, chunk_size: int | None = None,
                           backend: str = "auto") -> None:
+        """Each centre's ``num_neighbours`` nearest other centres; ``backend`` as in
+        :func:`nngk_lab.search.nearest_neighbours`."""
         _, self.neighbours = nearest_neighbours(self.features, self.features, num_neighbours,
                                                 exclude_self=True, chunk_size=chunk_size, backend=backend)
 
