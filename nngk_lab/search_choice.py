@@ -63,7 +63,7 @@ def choose_backend(queries: torch.Tensor, centres: torch.Tensor, k: int, calibra
     if not _writable(path.parent):
         return rule_backend()
     try:
-        seconds = calibrate(CALIBRATION_CENTRES, CALIBRATION_QUERIES, centres.shape[1], k)
+        seconds = calibrate(max(CALIBRATION_CENTRES, 2 * k), CALIBRATION_QUERIES, centres.shape[1], k)
     except ConfigError:  # faiss is there but does not import: torch, and no cache entry
         return "torch"
     backend = min(seconds, key=seconds.get)

@@ -62,6 +62,13 @@ def test_each_dimension_and_k_is_calibrated_once(cache, monkeypatch):
     assert len(json.loads(cache.read_text())) == 3
 
 
+def test_a_large_k_is_calibrated_on_enough_centres(cache):
+    fake = FakeCalibration(torch=1.0, faiss=2.0)
+    big_k = search_choice.CALIBRATION_CENTRES
+    choose_backend(torch.empty(10, 3), torch.empty(big_k + 1, 3), big_k, calibrate=fake)
+    assert fake.calls == [(2 * big_k, search_choice.CALIBRATION_QUERIES, 3, big_k)]
+
+
 def test_a_corrupt_cache_is_recalibrated_and_rewritten(cache, monkeypatch):
     cache.parent.mkdir(parents=True)
     cache.write_text("{not json")
