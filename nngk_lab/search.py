@@ -84,8 +84,9 @@ def torch_search(queries: torch.Tensor, centres: torch.Tensor, k: int, exclude_s
     centre_sq = centres.square().sum(1)
     out_d = torch.empty(num_q, k, dtype=centres.dtype, device=centres.device)
     out_i = torch.empty(num_q, k, dtype=torch.long, device=centres.device)
-    # One block reused by every chunk: a fresh (rows, N) allocation each time costs the
-    # kernel's page faults again (25% of the matrix products at N = 50k, rows = 671).
+    # One block reused by every chunk: a fresh (rows, N) allocation each time pays the
+    # kernel's page faults again (10% of the matrix products at N = 50k, 671 rows, in
+    # docs/performance.md).
     block = torch.empty(rows, num_c, dtype=centres.dtype, device=centres.device)
     for start in range(0, num_q, rows):
         q = queries[start:start + rows]
