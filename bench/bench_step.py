@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from nngk_lab.bank import embed, nearest_neighbours
+from nngk_lab.bank import embed
+from nngk_lab.search import nearest_neighbours
 from nngk_lab.data import ImageSamples, build_transforms, scan_image_folder
 from nngk_lab.device import available_cores, default_workers
 from nngk_lab.models import build_model

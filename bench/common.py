@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from nngk_lab.device import available_cores
+from nngk_lab.device import available_cores, cpu_description
 
 
 def synchronise(device: torch.device | str) -> None:
@@ -66,23 +66,12 @@ def available_memory_bytes() -> int:
     return 0
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_summary(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         where = f"GPU {torch.cuda.get_device_name(device)}"
     else:
-        where = f"CPU {cpu_name()}, {available_cores()} cores usable, {torch.get_num_threads()} torch threads"
+        where = f"CPU {cpu_description()['model']}, {available_cores()} cores usable, {torch.get_num_threads()} torch threads"
     return f"{where}; torch {torch.__version__}; Python {platform.python_version()}"
 
 

@@ -32,12 +32,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nngk_lab.bank import _auto_chunk_rows, embed, nearest_neighbours
+from nngk_lab.bank import embed
+from nngk_lab.config import make_config
 from nngk_lab.device import available_cores, default_workers
 from nngk_lab.fused_loss import fused_kernel_nll, fused_loss_usable
 from nngk_lab.loss import kernel_nll
 from nngk_lab.models import build_model
-from nngk_lab.config import make_config
+from nngk_lab.search import _auto_chunk_rows, nearest_neighbours
 from nngk_lab.train import train
 
 from .bench_distributed import ddp_one_process

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .bank import FeatureBank, nearest_neighbours
+from .bank import FeatureBank
+from .search import nearest_neighbours
 from .loss import kernel_log_probs
 
 LOSS_CHUNK_ROWS = 1024

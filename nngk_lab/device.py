@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -90,3 +91,28 @@ def default_workers() -> int:
     """
     cores = available_cores() // processes_per_machine()
     return 0 if cores <= 2 else cores - 1
+
+
+# Flag-name prefixes of SIMD instruction sets: x86 (/proc/cpuinfo "flags") and Arm ("Features").
+VECTOR_FLAG_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "asimd", "sve", "neon")
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str | list[str]]:
+    """This CPU's ``vendor``, ``model`` and ``vector_extensions`` (its SIMD flags, sorted),
+    as the operating system reports them in /proc/cpuinfo (first processor listed).
+    Elsewhere the model is ``platform.processor()`` and the lists are empty.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = (fields.get("flags") or fields.get("Features") or "").split()
+    return {"vendor": fields.get("vendor_id") or fields.get("CPU implementer") or "",
+            "model": fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine(),
+            "vector_extensions": sorted(f for f in flags if f.startswith(VECTOR_FLAG_PREFIXES))}

@@ -28,13 +28,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .bank import FeatureBank, _auto_chunk_rows, drop_self, embed, nearest_neighbours
+from .bank import FeatureBank, embed
 from .checkpoint import atomic_write_text
 from .classify import classification_metrics
 from .errors import DataError
 from .loaders import eval_loaders, load_split
 from .parts import build_initial_parts
 from .runs import load_run
+from .search import _auto_chunk_rows, drop_self, nearest_neighbours
 
 RECALL_KS = (1, 2, 4, 8)
 METRICS_NAME = "metrics.json"

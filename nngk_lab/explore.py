@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .bank import FeatureBank, embed, nearest_neighbours
+from .bank import FeatureBank, embed
 from .classify import accuracy, kernel_predict_log_probs, nearest_neighbour_predict
 from .config import TrainConfig
 from .data import DataSplit, load_rgb
@@ -25,6 +25,7 @@ from .notebook import cached, fingerprint, run_fingerprint, train_or_load
 from .parts import build_initial_parts
 from .progress import transient_progress
 from .runs import LoadedRun, load_run
+from .search import nearest_neighbours
 from .scale import neighbour_distances
 
 EMBED_BATCH = 256

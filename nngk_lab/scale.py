@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .bank import nearest_neighbours
+from .search import nearest_neighbours
 
 @dataclass
 class NeighbourDistances:

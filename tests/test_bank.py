@@ -8,10 +8,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from nngk_lab.bank import FeatureBank, drop_self, embed, nearest_neighbours
+from nngk_lab.bank import FeatureBank, embed
+from nngk_lab.search import drop_self, nearest_neighbours
 from nngk_lab.checkpoint import atomic_save
 from nngk_lab.data import ImageSamples
 from nngk_lab.errors import CheckpointError
+from nngk_lab.search import GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR, smallest
 
 
 def brute_force_sq_dists(queries, centres, exclude_self=False):
@@ -89,6 +91,60 @@ def test_nearest_neighbours_with_ties_and_duplicate_centres(dtype, seed):
             check_against_brute_force(points, points, k, False, chunk, exact=True, where=where)
     d, idx = nearest_neighbours(points, points, 2, exclude_self=True)
     assert d[0].tolist() == [0.0, 0.0] and set(idx[0].tolist()) == {1, n - 1}
+
+
+def test_nearest_neighbours_by_groups_match_brute_force(seed):
+    """Rows long enough for the CPU's grouped top-k (N >= 40 (k + 1)): random sizes, with
+    and without self, float32 and float64, integer coordinates (exact distances, many
+    ties, duplicated centres) and continuous ones."""
+    for trial in range(6):
+        k = int(torch.randint(1, 6, ()))
+        n = int(torch.randint(GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR * (k + 1), 700, ()))
+        dim = int(torch.randint(1, 6, ()))
+        dtype = (torch.float32, torch.float64)[trial % 2]
+        exact = trial >= 3
+        points = (torch.randint(0, 3, (n, dim)) if exact else torch.randn(n, dim) * 3).to(dtype)
+        for chunk in (7, None):
+            where = f"seed={seed} N={n} D={dim} k={k} chunk={chunk} {dtype} exact={exact}"
+            check_against_brute_force(points, points, k, True, chunk, exact=exact, where=where)
+            check_against_brute_force(points[:9], points, k, False, chunk, exact=exact, where=where)
+
+
+def _check_smallest(block, k, where):
+    """The k smallest entries of each row, sorted, each at its returned column, no column twice."""
+    d, idx = smallest(block, k)
+    expected = block.double().sort(dim=1).values[:, :k]
+    assert torch.equal(d.double(), expected), where
+    assert torch.equal(block.gather(1, idx), d), where
+    assert all(len(set(row)) == k for row in idx.tolist()), where
+
+
+def test_grouped_smallest_matches_a_full_sort(seed):
+    """Random widths (most not a multiple of the group count, so leftover columns are
+    candidates too), ties, huge and infinite values, and the smallest entries placed in
+    the leftover columns or all in one group."""
+    for trial in range(20):
+        k = int(torch.randint(1, 12, ()))
+        n = int(torch.randint(GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR * k, 60 * k + 50, ()))
+        block = [torch.randn(5, n), torch.randint(0, 4, (5, n)).float(), torch.randn(5, n) * 1e30][trial % 3]
+        block[0, -3:] = -1e38  # smallest in the leftover columns (or the last group)
+        block[1, : n // 2] = float("inf")
+        block[2] = 1.0  # every entry tied
+        g = round((n / k) ** 0.5)
+        block[3, torch.arange(g) * (n // g)] = -5.0  # g of the smallest in the same group
+        block[4, k - 1:] = float("inf")  # the k-th smallest is infinite
+        _check_smallest(block, k, f"seed={seed} trial={trial} k={k} N={n}")
+        _check_smallest(block.double(), k, f"seed={seed} trial={trial} k={k} N={n} float64")
+
+
+def test_grouped_smallest_ranks_nan_last_like_topk(seed):
+    k, n = 4, 400
+    block = torch.randn(3, n)
+    block[0, 5] = block[1, torch.randperm(n)[:50]] = float("nan")
+    d, idx = smallest(block, k)
+    expected = torch.topk(block, k, dim=1, largest=False, sorted=True).values
+    assert torch.equal(d, expected) and not d.isnan().any()
+    assert torch.equal(block.gather(1, idx), d)
 
 
 def test_drop_self_removes_each_querys_own_index_or_else_the_farthest():

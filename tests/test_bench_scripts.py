@@ -31,13 +31,17 @@ def test_loss_bench_prints_its_table_and_agrees_with_the_loop(capsys):
 
 
 def test_search_bench_runs_in_a_fresh_process_and_its_methods_agree(capsys):
-    bench_search.main(["--quick", "--sizes", "600", "--methods", "nngk_lab"])
+    bench_search.main(["--quick", "--sizes", "600", "--methods", "nngk_lab", "torch"])
     out = capsys.readouterr().out
     assert "nngk_lab" in out and "same distances" in out and "DIFFERENT RESULT" not in out
+    assert "auto -> torch" in out and "vector extensions (/proc/cpuinfo)" in out
+    assert "distances s" in out and "top-k s" in out and "copies s" in out and "by groups ms" in out
     # The other methods' children, run here to save starting more processes.
-    results = {m: bench_search.child(m, 500, 500, 7, 8) for m in ("nngk_lab", "full_matrix")}
+    results = {m: bench_search.child(m, 500, 500, 7, 8, split=True) for m in ("nngk_lab", "torch", "full_matrix")}
+    assert set(results["torch"]["stages"]) == {"distances", "top-k", "copies"}
     if bench_search.faiss_installed():
-        results["faiss"] = bench_search.child("faiss", 500, 500, 7, 8)
+        results["faiss"] = bench_search.child("faiss", 500, 500, 7, 8, split=True)
+        assert set(results["faiss"]["stages"]) == {"distances", "top-k"}
     sums = [r["dist_sum"] for r in results.values()]
     assert all(r["first_ok"] for r in results.values())
     assert max(sums) - min(sums) <= 1e-5 * max(sums)

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from nngk_lab.bank import nearest_neighbours
+from nngk_lab.search import nearest_neighbours
 from nngk_lab.loss import KernelWeights, kernel_log_probs, kernel_nll, neighbour_logits
 
 EPS = {torch.float32: torch.finfo(torch.float32).eps, torch.float64: torch.finfo(torch.float64).eps}

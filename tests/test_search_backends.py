@@ -5,7 +5,8 @@ import sys
 import pytest
 import torch
 
-from nngk_lab.bank import FeatureBank, nearest_neighbours
+from nngk_lab.bank import FeatureBank
+from nngk_lab.search import nearest_neighbours
 from nngk_lab.errors import ConfigError
 
 
@@ -71,5 +72,29 @@ def test_missing_faiss_says_how_to_install_it(monkeypatch, seed):
 
 def test_unknown_backend_is_refused(seed):
     x = random_points(20, 4)
-    with pytest.raises(ConfigError, match="not one of torch, faiss"):
+    with pytest.raises(ConfigError, match="not one of auto, torch, faiss"):
         nearest_neighbours(x, x, 3, backend="annoy")
+
+
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_torch_and_faiss_give_the_same_neighbours_where_distances_are_exact(exclude_self, seed):
+    """Integer coordinates make every distance exact in float32 and many of them tie: both
+    backends return the same sorted distances, each index at its distance, so the lists
+    differ at most in the order (and choice) of equally distant centres. N is large enough
+    for the torch backend's grouped top-k."""
+    pytest.importorskip("faiss")
+    points = torch.randint(-3, 4, (int(torch.randint(300, 600, ())), 4)).float()
+    points[[0, 1, 2]] = 9.0  # three copies of a point no other can equal
+    queries = points if exclude_self else points[:50]
+    brute = torch.cdist(queries.double(), points.double()).square().round()
+    if exclude_self:
+        brute.fill_diagonal_(float("inf"))
+    results = {b: nearest_neighbours(queries, points, 6, exclude_self=exclude_self, backend=b)
+               for b in ("torch", "faiss")}
+    for d, i in results.values():
+        assert torch.equal(d.double(), brute.sort(dim=1).values[:, :6])
+        assert torch.equal(brute.gather(1, i), d.double())
+        assert all(len(set(row)) == 6 for row in i.tolist())
+    assert torch.equal(results["torch"][0], results["faiss"][0])
+    if exclude_self:
+        assert set(results["torch"][1][0, :2].tolist()) == set(results["faiss"][1][0, :2].tolist()) == {1, 2}
