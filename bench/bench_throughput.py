@@ -9,9 +9,10 @@ the same wall-clock budget, taken in turns.
 Images/s counts every training image the run took a step on (finished epochs, and the
 steps of a partial one) over the minutes it trained (its own clock: bank refreshes and
 test measurements during training included, the final evaluation not). Both checkouts
-get the same flags; the small CNN's recipe (sigma 1, K 20, lr 1e-4, batch 64, a refresh
-every epoch) is passed explicitly, since older checkouts gave a small CNN on a folder
-ResNet18's defaults. A flag given in --flags replaces the recipe's.
+get --flags; this checkout trains with its own defaults for the model, the other with
+the small CNN's recipe of the digits (sigma 1, K 20, lr 1e-4, batch 64, flips, a refresh
+every epoch) passed explicitly, since older checkouts gave a small CNN on a folder
+ResNet18's defaults (a flag in --flags replaces the recipe's).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from .common import format_table, machine_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {"--model": "small_cnn", "--sigma": "1", "--num_neighbours": "20", "--learning_rate": "1e-4",
-          "--batch_size": "64", "--update_interval": "1", "--hflip": "false"}
+          "--batch_size": "64", "--update_interval": "1"}
 
 
-def _merged_flags(extra: list[str]) -> list[str]:
+def _with_recipe(extra: list[str]) -> list[str]:
     flags = dict(RECIPE)
     i = 0
     while i < len(extra):  # every flag here takes one value
@@ -69,21 +70,22 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=2, help="runs of each checkout, in turns (default 2)")
     p.add_argument("--flags", default="", help="more train flags for both, e.g. \"--input_size 28\"")
     args = p.parse_args(argv)
-    flags = ["--data_dir", args.data_dir, *_merged_flags(shlex.split(args.flags))]
+    given = ["--data_dir", args.data_dir, *shlex.split(args.flags)]
     checkouts = {"before": args.before.resolve(), "this checkout": ROOT}
+    flags = {"before": _with_recipe(given), "this checkout": given}
     results: dict[str, list[dict]] = {name: [] for name in checkouts}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for name, checkout in checkouts.items():
                 save_dir = Path(tmp) / f"{name.replace(' ', '_')}-{seed}"
-                results[name].append(run_once(checkout, flags, args.minutes, save_dir, seed))
+                results[name].append(run_once(checkout, flags[name], args.minutes, save_dir, seed))
                 print(f"  {name} seed {seed}: {results[name][-1]['images/s']:.0f} images/s", flush=True)
     rows = [{"code": name, "checkout": str(checkouts[name]),
-             "images/s (median)": statistics.median(r["images/s"] for r in runs),
+             "flags": " ".join(f for f in flags[name] if f not in ("--data_dir", args.data_dir)), "images/s (median)": statistics.median(r["images/s"] for r in runs),
              "images/s (each run)": " ".join(f"{r['images/s']:.0f}" for r in runs),
              "epochs (median)": statistics.median(r["epochs"] for r in runs)} for name, runs in results.items()]
     ratio = rows[1]["images/s (median)"] / rows[0]["images/s (median)"]
-    print(f"training throughput, {args.minutes} min per run, flags: {' '.join(flags)} -- {machine_summary()}")
+    print(f"training throughput on {args.data_dir}, {args.minutes} min per run -- {machine_summary()}")
     print(format_table(rows))
     print(f"this checkout / before: {ratio:.2f}x")
     return 0

@@ -156,7 +156,8 @@ class _Run:
                                    config.sync_bn)
         self.step = TrainStep(network, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
                               config.sigma, split.num_trained, device, config.amp,
-                              fused_kernel_nll if use_fused else kernel_nll, config.centre_momentum,
+                              fused_kernel_nll if use_fused else kernel_nll,
+                              config.centre_momentum if config.centres == "online" else None,
                               distributed.loss_share if distributed.active() else None,
                               distributed.gather_all if distributed.active() else None)
 
@@ -213,11 +214,11 @@ class _Run:
 
     @property
     def online_centres(self) -> bool:
-        return self.config.centre_momentum is not None
+        return self.config.centres == "online"
 
     def refresh(self) -> None:
         """The scheduled refresh: new centres and neighbour lists or, where the centres
-        follow the network at every step (``centre_momentum``), new neighbour lists."""
+        follow the network at every step (``--centres online``), new neighbour lists."""
         p = self.progress
         if self.online_centres and p.bank is not None:
             p.bank.update_neighbours(self.k_train)
@@ -229,7 +230,8 @@ class _Run:
         """A bank of the current model's centres: the training bank just after a refresh
         that recomputed it, else a new one (not kept for training)."""
         p = self.progress
-        fresh = p.bank is not None and p.bank.refreshed_at_epoch == p.epoch and p.step == 0 and not self.online_centres
+        fresh = (p.bank is not None and p.bank.refreshed_at_epoch == p.epoch and p.step == 0
+                 and not self.online_centres)
         return p.bank if fresh else self.build_bank()
 
     def train_epoch(self, interrupt: DeferredInterrupt) -> str:

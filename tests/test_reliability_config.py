@@ -173,8 +173,9 @@ def test_config_json_records_the_values_help_states(tmp_path, one_thread):
     assert (folder.model, folder.update_interval, folder.final_relu, folder.sigma) == ("resnet18", 5, True, 10.0)
     # The small CNN keeps its own recipe on any folder.
     small = make_config(data_dir="photos", save_dir="r", model="small_cnn")
-    assert (small.sigma, small.learning_rate, small.num_neighbours, small.input_size) == (1.0, 1e-4, 20, 32)
-    assert small.hflip and small.workers is not None
+    assert (small.sigma, small.learning_rate, small.num_neighbours, small.input_size) == (1.0, 3e-4, 20, 32)
+    assert (small.centres, small.monitor_test, folder.centres, folder.monitor_test) == ("online", False, "paper", True)
+    assert small.hflip and small.workers is not None and digits.monitor_test
 
 
 def test_pretrained_weights_for_the_small_cnn_are_refused(tree, tmp_path, capsys):

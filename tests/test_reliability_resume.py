@@ -84,7 +84,7 @@ def test_same_seed_gives_the_same_history_and_weights(tree, tmp_path):
     ("nngk_online", [{3}], 0, None),     # centres moved at every step
 ])
 def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, interrupts, workers, in_memory):
-    settings = dict(loss="nngk", centre_momentum=0.5) if loss == "nngk_online" else dict(loss=loss)
+    settings = dict(loss="nngk", centres="online") if loss == "nngk_online" else dict(loss=loss, centres="paper")
     settings.update(workers=workers, in_memory=in_memory)
     reference = train(tiny_config(tree, tmp_path / "reference", **settings))
     assert load_run(tmp_path / "reference").config.in_memory is (in_memory is None)  # None: small enough
@@ -189,14 +189,15 @@ def test_a_max_time_stop_mid_epoch_is_recorded_as_a_partial_epoch(tree, tmp_path
     assert "kernel_accuracy" in evaluation
 
 
-def test_resuming_a_max_time_stop_continues_the_uninterrupted_run(tree, tmp_path, monkeypatch):
-    reference = train(tiny_config(tree, tmp_path / "reference"))
+@pytest.mark.parametrize("centres", ["paper", "online"])
+def test_resuming_a_max_time_stop_continues_the_uninterrupted_run(tree, tmp_path, monkeypatch, centres):
+    reference = train(tiny_config(tree, tmp_path / "reference", centres=centres))
     save_dir = tmp_path / "timed"
     with monkeypatch.context() as m:
         _stop_by_time_at(m, 1, 2)
-        stopped = train(tiny_config(tree, save_dir, max_time=100))
+        stopped = train(tiny_config(tree, save_dir, max_time=100, centres=centres))
     assert stopped.stop_reason == "max_time"
-    resumed = train(tiny_config(tree, save_dir, max_time=100), resume=True)
+    resumed = train(tiny_config(tree, save_dir, max_time=100, centres=centres), resume=True)
     assert resumed.stop_reason == "max_epochs"
     assert history_without_time(resumed.history) == history_without_time(reference.history)
     assert same_tensors(_state(resumed), _state(reference))

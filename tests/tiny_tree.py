@@ -29,10 +29,11 @@ def make_tree(root: Path, num_classes: int = 4, per_class: int = 20) -> Path:
 
 def tiny_config(data_dir, save_dir, **settings):
     """A run of a few seconds: 2 trained classes x 16 images, 8x8 input, small CNN. Random
-    crops, flips and dropout are on, so every random stream is exercised."""
+    crops, flips and dropout are on, so every random stream is exercised. The paper's
+    centre scheme, with the test images measured at every refresh."""
     base = dict(data_dir=str(data_dir), save_dir=str(save_dir), model="small_cnn", input_size=8, batch_size=8,
                 num_neighbours=10, max_epochs=3, update_interval=1, workers=0, progress=False,
-                learning_rate=1e-3, sigma=1.0, dropout=0.1, hflip=True)
+                learning_rate=1e-3, sigma=1.0, dropout=0.1, hflip=True, centres="paper", monitor_test=True)
     return make_config(**{**base, **settings})
 
 
@@ -41,7 +42,7 @@ def tiny_argv(data_dir, save_dir, *extra, max_epochs: int = 3) -> list[str]:
     return ["--data_dir", str(data_dir), "--save_dir", str(save_dir), "--model", "small_cnn",
             "--input_size", "8", "--batch_size", "8", "--num_neighbours", "10", "--max_epochs", str(max_epochs),
             "--update_interval", "1", "--workers", "0", "--no_progress", "--learning_rate", "1e-3",
-            "--sigma", "1.0", "--dropout", "0.1", *extra]
+            "--sigma", "1.0", "--dropout", "0.1", "--centres", "paper", "--monitor_test", "true", *extra]
 
 
 def history_without_time(history: list[dict]) -> list[dict]:
