@@ -12,6 +12,7 @@ from .config import TrainConfig
 from .data import DataSplit, ImageSamples, build_transforms, export_digits, scan_image_folder, split_samples
 from .device import default_workers
 from .errors import ConfigError
+from .samplers import ClassBalancedOrder
 
 
 def load_split(config: TrainConfig) -> DataSplit:
@@ -72,8 +73,12 @@ def train_samples(config: TrainConfig, split: DataSplit) -> ImageSamples:
 def epoch_loader(train_set: ImageSamples, config: TrainConfig, device: torch.device, epoch: int,
                  skip_batches: int) -> DataLoader:
     """Epoch ``epoch``'s training batches, after the first ``skip_batches`` (done before
-    an interruption)."""
-    order = EpochOrder(len(train_set), config.seed, epoch, skip_batches * config.batch_size)
+    an interruption), in the order of the run's ``sampler``."""
+    skip = skip_batches * config.batch_size
+    if config.sampler == "m_per_class":
+        order = ClassBalancedOrder(train_set.labels.tolist(), config.m_per_class, config.seed, epoch, skip)
+    else:
+        order = EpochOrder(len(train_set), config.seed, epoch, skip)
     train_set.set_epoch(epoch)
     return make_loader(train_set, config, device, sampler=order, epoch=epoch)
 

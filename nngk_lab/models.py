@@ -40,19 +40,23 @@ class EmbeddingNet(nn.Module):
 
     ``freeze_bn`` keeps BatchNorm layers in eval mode (running statistics fixed) even
     while the rest trains, as the original did with its ImageNet-initialised ResNet18.
+    ``normalise`` scales each embedding to unit length (no parameters, so the state dict
+    is the same either way).
     """
 
     def __init__(self, trunk: nn.Module, trunk_dim: int, embedding_dim: int | None = None,
-                 dropout: float = 0.0, freeze_bn: bool = False):
+                 dropout: float = 0.0, freeze_bn: bool = False, normalise: bool = False):
         super().__init__()
         self.trunk = trunk
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(trunk_dim, embedding_dim) if embedding_dim else nn.Identity()
         self.embedding_dim = embedding_dim or trunk_dim
         self.freeze_bn = freeze_bn
+        self.normalise = normalise
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.trunk(images)))
+        embedding = self.head(self.dropout(self.trunk(images)))
+        return nn.functional.normalize(embedding, dim=1) if self.normalise else embedding
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -102,7 +106,7 @@ def _small_cnn_trunk(width: int, final_relu: bool) -> nn.Module:
 
 def build_model(name: str = "resnet18", *, embedding_dim: int | None = None, final_relu: bool | None = None,
                 dropout: float = 0.0, pretrained: str = "auto", freeze_bn: bool | None = None,
-                width: int = 32) -> EmbeddingNet:
+                width: int = 32, normalise: bool = False) -> EmbeddingNet:
     """Build an embedding network.
 
     - ``resnet18``: torchvision ResNet18 without its fc layer, 512-d output after the
@@ -113,7 +117,8 @@ def build_model(name: str = "resnet18", *, embedding_dim: int | None = None, fin
       pooling; output ``4 * width`` dims. Trains BatchNorm by default.
 
     ``final_relu`` defaults to True for ResNet18 and False for the small CNN;
-    ``embedding_dim`` adds a linear head; ``dropout`` goes before that head.
+    ``embedding_dim`` adds a linear head; ``dropout`` goes before that head; ``normalise``
+    makes every embedding unit-length (for losses that measure distances between such).
     """
     if name == "resnet18":
         final_relu = True if final_relu is None else final_relu
@@ -125,4 +130,4 @@ def build_model(name: str = "resnet18", *, embedding_dim: int | None = None, fin
         freeze_bn = False if freeze_bn is None else freeze_bn
     else:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return EmbeddingNet(trunk, trunk_dim, embedding_dim, dropout, freeze_bn)
+    return EmbeddingNet(trunk, trunk_dim, embedding_dim, dropout, freeze_bn, normalise)

@@ -31,7 +31,8 @@ class TrainStep:
     in bench/ time this same object.
 
     An NNGK run passes ``kernel_weights`` and the loss function ``nll``
-    (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``.
+    (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``, a
+    pytorch-metric-learning run its ``criterion`` (:class:`nngk_lab.baselines.BaselineLoss`).
     ``amp`` runs the network under bf16 autocast.
     """
 
@@ -44,6 +45,7 @@ class TrainStep:
     device: torch.device
     amp: bool = False
     nll: Callable[..., KernelLoss] = kernel_nll
+    criterion: nn.Module | None = None
 
     def __post_init__(self):
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -60,7 +62,9 @@ class TrainStep:
              bank: FeatureBank | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(loss, present, predictions)`` of a batch of embeddings with true ``labels``;
         ``index`` gives each image's place in the bank, whose neighbour lists the NNGK loss
-        uses (a softmax run needs neither)."""
+        uses (the other losses need neither)."""
+        if self.criterion is not None:
+            return self.criterion(features, labels)
         if self.kernel_weights is None:
             logits = self.head(features)
             return (nn.functional.cross_entropy(logits, labels), torch.ones_like(labels, dtype=torch.bool),

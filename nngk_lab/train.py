@@ -34,6 +34,7 @@ from .loss import KernelWeights, kernel_nll
 from .parts import build_initial_parts
 from .runs import (Progress, check_finite, check_same_data, check_save_dir, data_fingerprint, read_checkpoint,
                    restore, resumed_config, run_lock, save_checkpoint, saved_evaluation)
+from .samplers import check_m_per_class
 from .step import EPOCH_SUMS, TrainStep, add_to_sums
 
 CHECK_EVERY_STEPS = 20
@@ -108,6 +109,8 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     if state is not None:
         check_same_data(state, split, fingerprint, config, resume_from)
     _check_sizes(config, len(split.train))
+    if config.sampler == "m_per_class":
+        check_m_per_class(config.m_per_class, [label for _, label in split.train], split.classes)
     run = _Run(config, split, device, save_dir, fingerprint)
     if state is not None:
         run.progress = restore(state, run.parts, device, resume_from)
@@ -130,7 +133,7 @@ class _Run:
         use_fused = config.loss == "nngk" and config.fused_loss and fused_loss_usable(device)
         self.step = TrainStep(self.parts.model, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
                               config.sigma, split.num_trained, device, config.amp,
-                              fused_kernel_nll if use_fused else kernel_nll)
+                              fused_kernel_nll if use_fused else kernel_nll, self.parts.criterion)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -224,6 +227,9 @@ class _Run:
                           "absent_fraction": p.sums["absent"] / max(seen, 1), "minutes": p.elapsed})
         p.epoch, p.step = p.epoch + 1, 0
         p.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
+        report = self.parts.criterion.take_report() if self.parts.criterion is not None else None
+        if report:
+            tqdm.write(f"epoch {p.epoch}: {report}", file=sys.stderr)
 
     def save(self, finished: bool = False, eval_bank: FeatureBank | None = None) -> None:
         save_checkpoint(self.save_dir, self.config, self.split, self.fingerprint, self.parts, self.progress,

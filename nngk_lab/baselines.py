@@ -1,0 +1,101 @@
+"""Peers of the kernel loss from pytorch-metric-learning (PML): NCA, ProxyNCA, Multi-
+Similarity (with its miner) and contrastive (with a pair miner), each with PML's own
+defaults, behind one module that a training step calls like the softmax head.
+
+Every one of these losses measures distances between L2-normalised embeddings (PML's
+default distances normalise), so a run with one of them normalises its network's output
+(:func:`nngk_lab.models.build_model` ``normalise``): the embedding that evaluation and
+retrieval see is the one the loss trained.
+
+A mined loss can meet a batch in which its miner finds no pair (all pairs already
+satisfy its margins, or no two images share a class). PML then returns a loss of 0 with
+a zero gradient; :class:`BaselineLoss` counts such batches so that training can report them
+(:meth:`BaselineLoss.take_report`) instead of silently taking empty steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PML_LOSSES = ("nca", "proxy_nca", "multi_similarity", "contrastive")
+# The losses that pick pairs with a miner (the others use every pair or proxy).
+MINED_LOSSES = ("multi_similarity", "contrastive")
+
+
+def _pml_parts(name: str, num_classes: int, embedding_dim: int) -> tuple[nn.Module, nn.Module | None]:
+    """PML's loss (and miner) for ``name``, at PML's default settings."""
+    from pytorch_metric_learning import losses, miners
+
+    if name == "nca":
+        return losses.NCALoss(), None
+    if name == "proxy_nca":
+        return losses.ProxyNCALoss(num_classes, embedding_dim), None
+    if name == "multi_similarity":
+        return losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner()
+    if name == "contrastive":
+        return losses.ContrastiveLoss(), miners.PairMarginMiner()
+    raise ValueError(f"unknown baseline loss {name!r}; choose one of {', '.join(PML_LOSSES)}")
+
+
+def in_batch_nearest_neighbour(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each image's prediction by 1-NN among the *other* images of its batch (Euclidean
+    distance, which on unit vectors orders neighbours as cosine similarity does); -1,
+    never a class, when the batch has a single image."""
+    if features.shape[0] < 2:
+        return torch.full_like(labels, -1)
+    distances = torch.cdist(features.detach(), features.detach())
+    distances.fill_diagonal_(float("inf"))
+    return labels[distances.argmin(1)]
+
+
+def pair_members(indices_tuple, batch_size: int, device) -> torch.Tensor:
+    """(B,) bool: which images of the batch are in at least one mined pair."""
+    member = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    for idx in indices_tuple:
+        member[idx] = True
+    return member
+
+
+class BaselineLoss(nn.Module):
+    """One PML loss (and its miner), called as ``loss(features, labels)`` and returning
+    ``(loss, present, predictions)`` as :meth:`nngk_lab.step.TrainStep.loss` does:
+
+    - ``present``: the images that contributed to the loss (in a mined pair; for NCA,
+      having another image of their class in the batch; for ProxyNCA, all);
+    - ``predictions``: in-batch 1-NN, for the running training accuracy.
+
+    Its parameters (ProxyNCA's proxies) train with the network; its ``state_dict`` is
+    saved in the checkpoint.
+    """
+
+    def __init__(self, name: str, num_classes: int, embedding_dim: int):
+        super().__init__()
+        self.name = name
+        self.loss, self.miner = _pml_parts(name, num_classes, embedding_dim)
+        self.batches = 0
+        self.batches_without_pairs = 0
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor):
+        self.batches += 1
+        if self.miner is not None:
+            pairs = self.miner(features, labels)
+            present = pair_members(pairs, labels.shape[0], features.device)
+            if not bool(present.any()):
+                self.batches_without_pairs += 1
+            loss = self.loss(features, labels, pairs)
+        else:
+            loss = self.loss(features, labels)
+            same = labels.unsqueeze(0) == labels.unsqueeze(1)
+            present = (same.sum(1) > 1) if self.name == "nca" else torch.ones_like(labels, dtype=torch.bool)
+        return loss, present, in_batch_nearest_neighbour(features, labels)
+
+    def take_report(self) -> str | None:
+        """A sentence on the batches since the last call in which the miner found no pair
+        (None when there were none); the counts start again from zero."""
+        empty, total = self.batches_without_pairs, self.batches
+        self.batches = self.batches_without_pairs = 0
+        if not empty:
+            return None
+        return (f"{self.name}: the miner found no pair in {empty} of {total} batches, so those steps had loss 0 "
+                "and no gradient (their images count as absent in the history)")
