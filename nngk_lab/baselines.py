@@ -8,8 +8,9 @@ default distances normalise), so a run with one of them normalises its network's
 retrieval see is the one the loss trained.
 
 A mined loss can meet a batch in which its miner finds no pair (all pairs already
-satisfy its margins, or no two images share a class). PML then returns a loss of 0 with
-a zero gradient; :class:`BaselineLoss` counts such batches so that training can report them
+satisfy its margins, or no two images share a class), and NCA one in which no two images
+share a class. Such a batch has loss 0 and a zero gradient (PML's NCA would give NaN);
+:class:`BaselineLoss` counts such batches so that training can report them
 (:meth:`BaselineLoss.take_report`) instead of silently taking empty steps.
 """
 
@@ -78,16 +79,20 @@ class BaselineLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor):
         self.batches += 1
-        if self.miner is not None:
-            pairs = self.miner(features, labels)
+        pairs = self.miner(features, labels) if self.miner is not None else None
+        if pairs is not None:
             present = pair_members(pairs, labels.shape[0], features.device)
-            if not bool(present.any()):
-                self.batches_without_pairs += 1
-            loss = self.loss(features, labels, pairs)
+        elif self.name == "nca":
+            present = (labels.unsqueeze(0) == labels.unsqueeze(1)).sum(1) > 1
         else:
-            loss = self.loss(features, labels)
-            same = labels.unsqueeze(0) == labels.unsqueeze(1)
-            present = (same.sum(1) > 1) if self.name == "nca" else torch.ones_like(labels, dtype=torch.bool)
+            present = torch.ones_like(labels, dtype=torch.bool)
+        if not bool(present.any()):
+            # PML's NCA averages over no terms here (NaN); every loss gets an exact zero
+            # that still reaches the network, so the step runs like any other.
+            self.batches_without_pairs += 1
+            loss = (features * 0).sum()
+        else:
+            loss = self.loss(features, labels, pairs)
         return loss, present, in_batch_nearest_neighbour(features, labels)
 
     def take_report(self) -> str | None:
@@ -97,5 +102,6 @@ class BaselineLoss(nn.Module):
         self.batches = self.batches_without_pairs = 0
         if not empty:
             return None
-        return (f"{self.name}: the miner found no pair in {empty} of {total} batches, so those steps had loss 0 "
+        return (f"{self.name}: {'the miner found no pair' if self.miner is not None else 'no two images shared a class'} "
+                f"in {empty} of {total} batches, so those steps had loss 0 "
                 "and no gradient (their images count as absent in the history)")
