@@ -102,6 +102,6 @@ class BaselineLoss(nn.Module):
         self.batches = self.batches_without_pairs = 0
         if not empty:
             return None
-        return (f"{self.name}: {'the miner found no pair' if self.miner is not None else 'no two images shared a class'} "
-                f"in {empty} of {total} batches, so those steps had loss 0 "
+        what = "the miner found no pair" if self.miner is not None else "no two images shared a class"
+        return (f"{self.name}: {what} in {empty} of {total} batches, so those steps had loss 0 "
                 "and no gradient (their images count as absent in the history)")
