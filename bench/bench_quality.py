@@ -11,7 +11,8 @@ bench_quality.md and bench_quality.json, with the command, the machine and its l
 
     python -m bench.bench_quality --minutes 1 --seeds 3
 
-Finished runs in --out_dir are reused, so an interrupted benchmark continues where it
+Other flags go to every run's ``python -m nngk_lab.train`` (e.g. ``--model small_cnn
+--input_size 64``). Finished runs in --out_dir are reused, so an interrupted benchmark continues where it
 stopped; delete the folder to measure afresh.
 """
 
@@ -44,12 +45,12 @@ def main(argv=None) -> int:
     p.add_argument("--out_dir", default="runs/bench_quality", help="where the runs and tables go "
                                                                     "(default runs/bench_quality)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    args, train_flags = p.parse_known_args(argv)
     command = "python -m bench.bench_quality " + " ".join(sys.argv[1:] if argv is None else argv)
     load_before, start = _load(), time.monotonic()
     try:
         summary = benchmark(args.losses, args.seeds, args.minutes, args.data_dir, args.out_dir,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, extra_args=train_flags)
     except NNGKError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ notebook 7 draws :func:`quality_figure`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -24,10 +26,10 @@ from tqdm.auto import tqdm
 
 from .baselines import PML_LOSSES
 from .checkpoint import atomic_write_text
+from .cli import train_main
 from .compare import load_metrics
-from .config import LOSSES, make_config
+from .config import LOSSES
 from .errors import ConfigError
-from .train import train
 
 SUMMARY_NAME = "bench_quality"
 NO_EPOCH_LIMIT = 1_000_000
@@ -59,25 +61,28 @@ def _check_cached(save_dir: Path, minutes: float) -> bool:
     return True
 
 
-def train_one(loss: str, seed: int, minutes: float, data_dir: str | None, out_dir,
-              fresh_process: bool = True) -> Path:
-    """Train one run of the benchmark (unless a finished one is there) and return its folder.
-    ``fresh_process`` False trains in this process (quicker to start; notebooks' fast mode)."""
+def train_one(loss: str, seed: int, minutes: float, data_dir: str | None, out_dir, fresh_process: bool = True,
+              extra_args: Sequence[str] = ()) -> Path:
+    """Train one run of the benchmark with ``python -m nngk_lab.train`` (unless a finished
+    one is there) and return its folder. ``extra_args``: more flags for the run.
+    ``fresh_process`` False runs the command line in this process (quicker to start: tests
+    and the notebooks' fast mode)."""
     save_dir = run_dir(out_dir, loss, seed)
     if _check_cached(save_dir, minutes):
         return save_dir
-    if not fresh_process:
-        settings = dict(save_dir=str(save_dir), loss=loss, seed=seed, max_time=minutes, max_epochs=NO_EPOCH_LIMIT,
-                        data_dir=data_dir, progress=False)
-        train(make_config(**settings), resume=True)
-        return save_dir
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": package_root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "nngk_lab.train", *_train_args(loss, seed, minutes, data_dir,
-                                                                                  save_dir)],
-                          env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"]
+    argv = [*_train_args(loss, seed, minutes, data_dir, save_dir), *extra_args]
+    if fresh_process:
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": package_root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        done = subprocess.run([sys.executable, "-m", "nngk_lab.train", *argv], env=env, capture_output=True,
+                              text=True)
+        status, errors = done.returncode, done.stderr
+    else:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as captured:
+            status = train_main(argv)
+        errors = captured.getvalue()
+    if status != 0:
+        lines = errors.strip().splitlines() or [f"exit status {status}"]
         raise ConfigError(f"training {loss} (seed {seed}) in {save_dir} failed: {lines[-1]}")
     return save_dir
 
@@ -99,9 +104,11 @@ def run_record(save_dir: Path) -> dict:
 
 
 def benchmark(losses: Sequence[str] = LOSSES, seeds: int = 3, minutes: float = 2.0, data_dir: str | None = None,
-              out_dir="runs/bench_quality", fresh_process: bool = True, progress: bool = True) -> dict:
+              out_dir="runs/bench_quality", fresh_process: bool = True, progress: bool = True,
+              extra_args: Sequence[str] = ()) -> dict:
     """Train and evaluate every loss for every seed (0 .. seeds-1); return the summary
-    (also written as ``out_dir/bench_quality.json`` and ``.md``)."""
+    (also written as ``out_dir/bench_quality.json`` and ``.md``). ``extra_args`` are
+    more ``python -m nngk_lab.train`` flags for every run (e.g. ``--model small_cnn``)."""
     unknown = [loss for loss in losses if loss not in LOSSES]
     if unknown:
         raise ConfigError(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSSES)}")
@@ -111,9 +118,10 @@ def benchmark(losses: Sequence[str] = LOSSES, seeds: int = 3, minutes: float = 2
     records = []
     jobs = [(seed, loss) for seed in range(seeds) for loss in losses]
     for seed, loss in tqdm(jobs, desc="runs", disable=not progress):
-        save_dir = train_one(loss, seed, minutes, data_dir, out_dir, fresh_process)
+        save_dir = train_one(loss, seed, minutes, data_dir, out_dir, fresh_process, extra_args)
         records.append(run_record(save_dir))
     summary = {"minutes": minutes, "seeds": seeds, "data_dir": data_dir, "losses": list(losses),
+               "train_flags": list(extra_args),
                "rows": summary_rows(records), "runs": records}
     write_summary(summary, out_dir)
     return summary
