@@ -210,7 +210,7 @@ def default_text(name: str) -> str:
     parts = per_model or ([] if base is None else [shown(base)])
     per_loss: dict[str, list[str]] = {}
     for loss, d in LOSS_DEFAULTS.items():
-        if name in d:
+        if name in d and d[name] != base:
             per_loss.setdefault(shown(d[name]), []).append(loss)
     parts += [f"{value} for {', '.join(losses)}" for value, losses in per_loss.items()]
     if name in DIGITS_DEFAULTS:

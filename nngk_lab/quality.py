@@ -213,3 +213,20 @@ def quality_figure(summary: dict) -> Figure:
 
 def _nan(value) -> float:
     return float("nan") if value is None else value
+
+
+def load_or_run(out_dir, recorded=None, fast: bool = False) -> dict:
+    """Notebook 7's summary: the benchmark in ``out_dir`` if it has run there; else the
+    ``recorded`` summary (a ``bench_quality.json`` kept with the docs), if given; else a
+    benchmark run now: every loss, 1 seed, 1 second each, 16x16 inputs, in this process
+    (``fast``, what the tests run), or the full one (3 seeds, 1 minute each, fresh
+    processes: about 25 minutes on 2 cores)."""
+    for path, what in ((Path(out_dir) / f"{SUMMARY_NAME}.json", "the benchmark run in"),
+                       (Path(recorded) if recorded else None, "the recorded benchmark")):
+        if path is not None and path.is_file():
+            print(f"Loaded {what} {path}; `python -m bench.bench_quality --out_dir DIR` measures it again.")
+            return json.loads(path.read_text())
+    if fast:
+        return benchmark(LOSSES, seeds=1, minutes=1 / 60, out_dir=out_dir, fresh_process=False,
+                         extra_args=["--input_size", "16"])
+    return benchmark(LOSSES, seeds=3, minutes=1.0, out_dir=out_dir)
