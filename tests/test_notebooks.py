@@ -15,11 +15,11 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_data_loading.ipynb", "02_training.ipynb", "03_sigma_sensitivity.ipynb",
-            "04_embedding_space.ipynb", "05_neighbour_galleries.ipynb"]
+            "04_embedding_space.ipynb", "05_neighbour_galleries.ipynb", "07_compare_losses.ipynb"]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
-def test_the_five_notebooks_exist_in_reading_order():
+def test_the_notebooks_exist_in_reading_order():
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
