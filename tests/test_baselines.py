@@ -176,7 +176,7 @@ def test_cli_trains_resumes_and_refuses_another_loss(tree, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --loss nca differs from the run in") and err.count("\n") == 1
     assert (save_dir / CHECKPOINT_NAME).read_bytes() == before
-    assert train_main(tiny_argv(tree, save_dir, "--resume", max_epochs=2)) == 0
+    assert train_main(tiny_argv(tree, save_dir, "--resume", "--m_per_class", "5", max_epochs=2)) == 0
     assert [e["epoch"] for e in json.loads((save_dir / "history.json").read_text())] == [1, 2]
 
 
