@@ -4,8 +4,9 @@ and model, for several seeds, then evaluated by the same code
 
 Each run is ``python -m nngk_lab.train`` in a fresh process (``--max_time`` minutes, no
 epoch limit), so no loss inherits another's warm caches or memory. The runs take turns
-seed by seed (every loss once, then every loss again), so slow spells of a shared
-machine hit every loss about equally. ``bench/bench_quality.py`` is the command line;
+seed by seed (every loss once, then every loss again), each seed's round starting one
+loss later than the last, so slow spells of a shared machine hit every loss about
+equally and no loss always runs first. ``bench/bench_quality.py`` is the command line;
 notebook 7 draws :func:`quality_figure`.
 """
 
@@ -116,7 +117,7 @@ def benchmark(losses: Sequence[str] = LOSSES, seeds: int = 3, minutes: float = 2
         raise ConfigError(f"--seeds must be at least 1 and --minutes positive, got {seeds} and {minutes}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     records = []
-    jobs = [(seed, loss) for seed in range(seeds) for loss in losses]
+    jobs = [(seed, losses[(i + seed) % len(losses)]) for seed in range(seeds) for i in range(len(losses))]
     for seed, loss in tqdm(jobs, desc="runs", disable=not progress):
         save_dir = train_one(loss, seed, minutes, data_dir, out_dir, fresh_process, extra_args)
         records.append(run_record(save_dir))
@@ -220,7 +221,7 @@ def load_or_run(out_dir, recorded=None, fast: bool = False) -> dict:
     ``recorded`` summary (a ``bench_quality.json`` kept with the docs), if given; else a
     benchmark run now: every loss, 1 seed, 1 second each, 16x16 inputs, in this process
     (``fast``, what the tests run), or the full one (3 seeds, 1 minute each, fresh
-    processes: about 25 minutes on 2 cores)."""
+    processes: half an hour on 2 busy cores)."""
     for path, what in ((Path(out_dir) / f"{SUMMARY_NAME}.json", "the benchmark run in"),
                        (Path(recorded) if recorded else None, "the recorded benchmark")):
         if path is not None and path.is_file():
