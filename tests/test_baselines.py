@@ -80,10 +80,13 @@ def test_in_batch_nearest_neighbour_and_pair_members_match_loops(seed):
 
 @pytest.mark.parametrize("name", PML_LOSSES)
 def test_a_batch_without_pairs_has_an_exact_zero_loss_and_is_reported(name, seed):
-    features, _ = _batch(seed, b=4)
+    # Four classes (no positive pair) on orthonormal vectors: every negative pair is sqrt(2)
+    # apart, beyond the contrastive miner's margin, so no miner finds anything.
+    g = torch.Generator().manual_seed(seed)
+    features = torch.linalg.qr(torch.randn(5, 4, generator=g, dtype=torch.float64))[0].T.contiguous()
     features.requires_grad_()
     criterion = BaselineLoss(name, 4, features.shape[1])
-    loss, present, _ = criterion(features, torch.arange(4))  # four classes: no two images share one
+    loss, present, _ = criterion(features, torch.arange(4))
     loss.backward()
     report = criterion.take_report()
     if name == "proxy_nca":  # proxies need no pairs
@@ -195,3 +198,13 @@ def test_bad_input_is_one_line_and_saves_nothing(tree, tmp_path, capsys, extra, 
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+def test_batches_without_pairs_are_logged_and_leave_no_nan(tree, tmp_path, capsys):
+    """Batches of two images, shuffled over two classes: about half hold no pair of a class."""
+    result = train(tiny_config(tree, tmp_path / "run", loss="nca", sampler="random", batch_size=2, max_epochs=1,
+                               dropout=0.0))
+    err = capsys.readouterr().err
+    assert "epoch 1: nca: no two images shared a class in " in err and " of 16 batches" in err
+    entry = result.history[0]
+    assert math.isfinite(entry["loss"]) and 0 < entry["absent_fraction"] < 1
