@@ -77,7 +77,8 @@ def resume_args(args: dict) -> dict:
     """Flags for ``--resume`` of the run in ``--save_dir``: refuse those it would ignore (it
     keeps its settings) unless they equal the run's own values, and take ``--max_epochs``,
     ``--max_time`` and ``--data_dir`` from its last session unless given, so that a plain
-    ``--resume`` finishes the run as planned."""
+    ``--resume`` finishes the run as planned, and its loss and sampler, which the other
+    flags are checked against."""
     save_dir = Path(args["save_dir"])
     try:
         saved = json.loads((save_dir / "config.json").read_text()) if (save_dir / CHECKPOINT_NAME).exists() else {}
@@ -92,7 +93,7 @@ def resume_args(args: dict) -> dict:
             raise ConfigError(f"--{name} {value} differs from the run in {save_dir} ({name} {effective[name]}); "
                               "a resumed run keeps its settings: leave the flag out, or start a new run in "
                               "another --save_dir")
-    planned = {name: saved[name] for name in ("max_epochs", "max_time", "data_dir")
+    planned = {name: saved[name] for name in ("max_epochs", "max_time", "data_dir", "loss", "sampler")
                if args.get(name) is None and name in saved}
     return {**args, **planned}
 

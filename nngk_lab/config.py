@@ -19,11 +19,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from .baselines import PML_LOSSES
 from .device import default_workers
 from .errors import ConfigError
 from .models import MODEL_NAMES
+from .samplers import SAMPLERS
 
-LOSSES = ("nngk", "softmax")
+LOSSES = ("nngk", "softmax", *PML_LOSSES)
 CENTRE_SCHEMES = ("paper", "online")
 
 
@@ -54,14 +56,19 @@ class TrainConfig:
                                 "acts as a temperature")
     embedding_dim: int | None = _f(None, "add a linear layer to this many dimensions (default: none, the "
                                          "backbone's own output)")
-    loss: str = _f("nngk", "nngk (the method), or softmax, the baseline", choices=LOSSES)
+    loss: str = _f("nngk", "nngk (the method), or a baseline: softmax (a linear head), or pytorch-metric-"
+                           "learning's nca, proxy_nca, multi_similarity (with its miner) or contrastive (with a "
+                           "pair miner), at that library's defaults", choices=LOSSES)
+    sampler: str = _f("random", "batches of shuffled images (random) or of M images per class (m_per_class)",
+                      choices=SAMPLERS)
+    m_per_class: int = _f(4, "images per class in each group of a batch, with --sampler m_per_class")
     sigma: float = _f(10.0, "Gaussian kernel width")
     num_neighbours: int = _f(200, "K nearest centres per query")
     batch_size: int = _f(32, "images per step, in all processes together: under torchrun each process takes "
                              "its share, so a recipe is the same for any number of processes")
     learning_rate: float = _f(1e-5, "Adam learning rate")
-    weight_learning_rate: float | None = _f(None, "learning rate of the kernel weights (default: "
-                                                  "--learning_rate)")
+    weight_learning_rate: float | None = _f(None, "learning rate of the kernel weights, or of proxy_nca's "
+                                                  "proxies (default: --learning_rate)")
     update_interval: int = _f(5, "refresh the feature bank every this many epochs")
     centres: str = _f("paper", "paper: every centre recomputed at each refresh (the paper's scheme); online: "
                                "each image's centre moved towards its new embedding at every step, so that a "
@@ -126,6 +133,8 @@ class TrainConfig:
             (0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}"),
             (self.model in MODEL_NAMES, f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
+            (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
+            (self.m_per_class >= 1, f"--m_per_class must be at least 1, got {self.m_per_class}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.centres in CENTRE_SCHEMES,
              f"--centres must be one of {', '.join(CENTRE_SCHEMES)}, got {self.centres!r}"),
@@ -158,6 +167,16 @@ MODEL_DEFAULTS = {
                       learning_rate=3e-4, centres="online", update_interval=1, monitor_test=False,
                       max_epochs=10, input_size=32),
 }
+# Each loss's sampler is the one its authors train with: Meyer et al. (NNGK), softmax
+# and Movshovitz-Attias et al. (ProxyNCA, whose proxies need no pairs in a batch) shuffle;
+# Wang et al. (Multi-Similarity) take 5 images per class. In-batch NCA and contrastive
+# need pairs of a class in each batch: 4 per class, as Musgrave et al.'s benchmark
+# ("A Metric Learning Reality Check", 2020) gives every in-batch loss.
+LOSS_DEFAULTS = {
+    "nca": dict(sampler="m_per_class", m_per_class=4),
+    "multi_similarity": dict(sampler="m_per_class", m_per_class=5),
+    "contrastive": dict(sampler="m_per_class", m_per_class=4),
+}
 # The digits are not mirror-symmetric, and their 8x8 images decode faster than a worker
 # process starts; their test set is small enough to measure at every refresh (notebook 2's
 # curves).
@@ -170,12 +189,17 @@ def make_config(**settings) -> TrainConfig:
     ``workers``) is resolved, so the config says what a run uses.
 
     Settings that are None are left at their default, so command-line flags that were
-    not given do not override anything.
+    not given do not override anything. The loss's own sampler (:data:`LOSS_DEFAULTS`)
+    applies unless ``sampler`` is given.
     """
     settings = {k: v for k, v in settings.items() if v is not None}
     digits = {} if settings.get("data_dir") else DIGITS_DEFAULTS
     model = settings.get("model", digits.get("model", TrainConfig.model))
-    config = TrainConfig(**{**MODEL_DEFAULTS.get(model, {}), **digits, **settings})
+    loss_defaults = LOSS_DEFAULTS.get(settings.get("loss", TrainConfig.loss), {})
+    config = TrainConfig(**{**MODEL_DEFAULTS.get(model, {}), **digits, **loss_defaults, **settings})
+    if "m_per_class" in settings and config.sampler != "m_per_class":
+        raise ConfigError(f"--m_per_class applies to --sampler m_per_class only, and this run's sampler is "
+                          f"{config.sampler}; add --sampler m_per_class or leave --m_per_class out")
     if config.workers is None:
         config.workers = default_workers()
     config.validate()
@@ -211,6 +235,11 @@ def default_text(name: str) -> str:
     per_model = [f"{shown(d[name])} for {model}" for model, d in MODEL_DEFAULTS.items() if name in d]
     base = TrainConfig.__dataclass_fields__[name].default
     parts = per_model or ([] if base is None else [shown(base)])
+    per_loss: dict[str, list[str]] = {}
+    for loss, d in LOSS_DEFAULTS.items():
+        if name in d and d[name] != base:
+            per_loss.setdefault(shown(d[name]), []).append(loss)
+    parts += [f"{value} for {', '.join(losses)}" for value, losses in per_loss.items()]
     if name in DIGITS_DEFAULTS:
         parts.append(f"{shown(DIGITS_DEFAULTS[name])} for the digits")
     return f" (default: {', '.join(parts)})" if parts else ""

@@ -167,8 +167,11 @@ def _network_metrics(config, split, model, bank, kernel_weights, head, loaders, 
         log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None else None
         result = classification_metrics(queries, labels, bank, log_weights, config.sigma, config.num_neighbours,
                                         split.num_trained, head)
-        # The method's own classifier: the kernel sums for NNGK, the head for softmax.
-        result = {"accuracy": result["softmax_accuracy" if head is not None else "kernel_accuracy"], **result}
+        # The method's own classifier: the kernel sums for NNGK, the head for softmax, and
+        # 1-NN on the embedding for the pytorch-metric-learning losses.
+        own = "softmax_accuracy" if head is not None else \
+            "kernel_accuracy" if config.loss == "nngk" else "nearest_neighbour_accuracy"
+        result = {"accuracy": result[own], **result}
     if len(split.heldout) >= 2:
         features, labels = embed(model, loaders["heldout"], device, progress, desc=f"{name}: held-out images")
         result.update(retrieval_metrics(features, labels, seed=config.seed, progress=progress))

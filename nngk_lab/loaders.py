@@ -15,6 +15,7 @@ from .decoded import (MEMORY_BUDGET_BYTES, DecodedImages, EpochAugmentation, Mem
                       in_batches)
 from .device import default_workers
 from .errors import ConfigError
+from .samplers import ClassBalancedOrder
 
 
 def load_split(config: TrainConfig) -> DataSplit:
@@ -86,10 +87,14 @@ class RunImages:
         return self._decoded[part]
 
     def epoch_batches(self, epoch: int, skip_batches: int):
-        """Epoch ``epoch``'s training batches ``(images, labels, index)``, after the first
-        ``skip_batches`` (done before an interruption)."""
+        """Epoch ``epoch``'s training batches ``(images, labels, index)`` in the order of the
+        run's ``sampler``, after the first ``skip_batches`` (done before an interruption)."""
         c = self.config
-        order = EpochOrder(len(self.split.train), c.seed, epoch, skip_batches * c.batch_size)
+        skip = skip_batches * c.batch_size
+        if c.sampler == "m_per_class":
+            order = ClassBalancedOrder([label for _, label in self.split.train], c.m_per_class, c.seed, epoch, skip)
+        else:
+            order = EpochOrder(len(self.split.train), c.seed, epoch, skip)
         if c.in_memory:
             augmentation = EpochAugmentation(len(self.split.train), resize_size(c), c.input_size, c.hflip, c.seed,
                                              epoch)

@@ -54,11 +54,11 @@ class EmbeddingNet(nn.Module):
         self.freeze_bn = freeze_bn
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # Channels-last convolutions are faster on the GPU and on the CPU (bench/bench_epoch.py);
-        # a no-op for images already in that layout.
+        # Channels-last is the layout oneDNN's and cuDNN's convolutions prefer; a no-op for
+        # images already in it.
         images = images.contiguous(memory_format=torch.channels_last)
-        features = self.head(self.dropout(self.trunk(images)))
-        return nn.functional.normalize(features, dim=1) if self.normalise else features
+        embedding = self.head(self.dropout(self.trunk(images)))
+        return nn.functional.normalize(embedding, dim=1) if self.normalise else embedding
 
     def train(self, mode: bool = True):
         super().train(mode)

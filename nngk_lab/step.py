@@ -31,7 +31,8 @@ class TrainStep:
     in bench/ time this same object.
 
     An NNGK run passes ``kernel_weights`` and the loss function ``nll``
-    (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``.
+    (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``, a
+    pytorch-metric-learning run its ``criterion`` (:class:`nngk_lab.baselines.BaselineLoss`).
     ``amp`` runs the network under bf16 autocast. With ``centre_momentum`` m, each
     image's centre in the bank moves to m * centre + (1 - m) * its new embedding after the
     step (an online update, as memory-bank methods keep their bank fresh). In a distributed
@@ -50,6 +51,7 @@ class TrainStep:
     device: torch.device
     amp: bool = False
     nll: Callable[..., KernelLoss] = kernel_nll
+    criterion: nn.Module | None = None
     centre_momentum: float | None = None
     loss_share: Callable[[torch.Tensor], torch.Tensor] | None = None
     gather: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -67,7 +69,9 @@ class TrainStep:
              bank: FeatureBank | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(loss, present, predictions)`` of a batch of embeddings with true ``labels``;
         ``index`` gives each image's place in the bank, whose neighbour lists the NNGK loss
-        uses (a softmax run needs neither)."""
+        uses (the other losses need neither)."""
+        if self.criterion is not None:
+            return self.criterion(features, labels)
         if self.kernel_weights is None:
             logits = self.head(features)
             return (nn.functional.cross_entropy(logits, labels), torch.ones_like(labels, dtype=torch.bool),

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .bank import FeatureBank, embed_shared
+from .baselines import PML_LOSSES
 from .checkpoint import atomic_write_text
 from .classify import classification_metrics
 from .config import TrainConfig
@@ -37,6 +38,7 @@ from .loss import KernelWeights, kernel_nll
 from .parts import build_initial_parts
 from .runs import (Progress, check_finite, check_same_data, check_save_dir, data_fingerprint, read_checkpoint,
                    restore, resumed_config, run_lock, save_checkpoint, saved_evaluation)
+from .samplers import check_m_per_class
 from .step import EPOCH_SUMS, TrainStep, add_to_sums
 
 CHECK_EVERY_STEPS = 20
@@ -133,6 +135,11 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     _check_sizes(config, len(split.train))
     if config.in_memory is None:
         config = dataclasses.replace(config, in_memory=fits_in_memory(config, split))
+    if config.sampler == "m_per_class":
+        check_m_per_class(config.m_per_class, [label for _, label in split.train], split.classes)
+    if config.loss in PML_LOSSES and distributed.world_size() > 1:
+        raise ConfigError(f"--loss {config.loss} compares the images of a batch with each other, and torchrun "
+                          "splits each batch across processes; train it on one process")
     run = _Run(config, split, device, save_dir, fingerprint)
     if state is not None:
         run.progress = restore(state, run.parts, device, resume_from)
@@ -152,14 +159,14 @@ class _Run:
         self.images = RunImages(config, split, device)
         self.k_train = min(config.num_neighbours, len(split.train) - 1)
         use_fused = config.loss == "nngk" and config.fused_loss and fused_loss_usable(device)
-        network = distributed.wrap(self.parts.model, (self.parts.kernel_weights, self.parts.head), device,
-                                   config.sync_bn)
+        network = distributed.wrap(self.parts.model, (self.parts.kernel_weights, self.parts.head,
+                                                      self.parts.criterion), device, config.sync_bn)
         self.step = TrainStep(network, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
                               config.sigma, split.num_trained, device, config.amp,
-                              fused_kernel_nll if use_fused else kernel_nll,
-                              config.centre_momentum if config.centres == "online" else None,
-                              distributed.loss_share if distributed.active() else None,
-                              distributed.gather_all if distributed.active() else None)
+                              fused_kernel_nll if use_fused else kernel_nll, criterion=self.parts.criterion,
+                              centre_momentum=config.centre_momentum if config.centres == "online" else None,
+                              loss_share=distributed.loss_share if distributed.active() else None,
+                              gather=distributed.gather_all if distributed.active() else None)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -275,6 +282,9 @@ class _Run:
                           "absent_fraction": p.sums["absent"] / max(seen, 1), "minutes": p.elapsed})
         p.epoch, p.step = p.epoch + 1, 0
         p.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
+        report = self.parts.criterion.take_report() if self.parts.criterion is not None else None
+        if report:
+            tqdm.write(f"epoch {p.epoch}: {report}", file=sys.stderr)
 
     def save(self, finished: bool = False, eval_bank: FeatureBank | None = None) -> None:
         if distributed.is_writer():

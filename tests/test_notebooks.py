@@ -18,7 +18,8 @@ from nngk_lab.datasets import prepare
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_data_loading.ipynb", "02_training.ipynb", "03_sigma_sensitivity.ipynb",
-            "04_embedding_space.ipynb", "05_neighbour_galleries.ipynb", "06_kernel_playground.ipynb"]
+            "04_embedding_space.ipynb", "05_neighbour_galleries.ipynb", "06_kernel_playground.ipynb",
+            "07_compare_losses.ipynb"]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
