@@ -18,7 +18,6 @@ stopped; delete the folder to measure afresh.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time

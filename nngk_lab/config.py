@@ -59,7 +59,7 @@ class TrainConfig:
     loss: str = _f("nngk", "nngk (the method), or a baseline: softmax (a linear head), or pytorch-metric-"
                            "learning's nca, proxy_nca, multi_similarity (with its miner) or contrastive (with a "
                            "pair miner), at that library's defaults", choices=LOSSES)
-    sampler: str = _f("random", "batches of shuffled images (random) or of M images per class (m_per_class)",
+    sampler: str = _f("random", "batches of shuffled images, random, or of M images per class, m_per_class",
                       choices=SAMPLERS)
     m_per_class: int = _f(4, "images per class in each group of a batch, with --sampler m_per_class")
     sigma: float = _f(10.0, "Gaussian kernel width")
