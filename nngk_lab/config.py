@@ -74,8 +74,9 @@ class TrainConfig:
                                "each image's centre moved towards its new embedding at every step, so that a "
                                "refresh only searches new neighbour lists", choices=CENTRE_SCHEMES)
     centre_momentum: float = _f(0.5, "with --centres online: centre = m * centre + (1 - m) * new embedding")
-    monitor_test: bool = _f(True, "measure the test images at each bank refresh (the history's test accuracy); "
-                                  "the final evaluation is always made")
+    monitor_test: bool = _f(True, "measure the test images at each bank refresh (the history's test accuracy; "
+                                  "with --centres online this embeds the training images too); the final "
+                                  "evaluation is always made")
     max_epochs: int = _f(100, "stop after this many epochs")
     max_time: float | None = _f(None, "stop after this many minutes of training (default: no limit)")
     input_size: int = _f(256, "side of the square network input")
@@ -178,9 +179,8 @@ LOSS_DEFAULTS = {
     "contrastive": dict(sampler="m_per_class", m_per_class=4),
 }
 # The digits are not mirror-symmetric, and their 8x8 images decode faster than a worker
-# process starts; their test set is small enough to measure at every refresh (notebook 2's
-# curves).
-DIGITS_DEFAULTS = dict(model="small_cnn", hflip=False, workers=0, monitor_test=True)
+# process starts.
+DIGITS_DEFAULTS = dict(model="small_cnn", hflip=False, workers=0)
 
 
 def make_config(**settings) -> TrainConfig:

@@ -149,6 +149,7 @@ def settings(fast: bool | None = None) -> NotebookSettings:
         training, sweep = dict(max_epochs=2, input_size=16), dict(max_epochs=1, input_size=16)
     else:
         training, sweep = dict(max_epochs=MODEL_DEFAULTS["small_cnn"]["max_epochs"]), dict(max_epochs=4)
+    training = {**training, "monitor_test": True}  # notebook 2 draws the test accuracy of every epoch
     scale = MODEL_DEFAULTS[training.get("model", "small_cnn")]["sigma"]  # sigma grids around the training sigma
     return NotebookSettings(fast=fast, training=training, sweep_training=sweep,
                             sweep_sigmas=tuple(scale * s for s in ((0.3, 3.0) if fast else (0.1, 0.3, 1.0, 3.0, 10.0))),
