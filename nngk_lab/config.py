@@ -232,8 +232,9 @@ def default_text(name: str) -> str:
     def shown(value) -> str:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
-    per_model = [f"{shown(d[name])} for {model}" for model, d in MODEL_DEFAULTS.items() if name in d]
     base = TrainConfig.__dataclass_fields__[name].default
+    per_model = [f"{shown(d.get(name, base))} for {model}" for model, d in MODEL_DEFAULTS.items()
+                 if any(name in d for d in MODEL_DEFAULTS.values())]
     parts = per_model or ([] if base is None else [shown(base)])
     per_loss: dict[str, list[str]] = {}
     for loss, d in LOSS_DEFAULTS.items():
