@@ -31,6 +31,7 @@ from .cli import train_main
 from .compare import load_metrics
 from .config import LOSSES
 from .errors import ConfigError
+from .progress import transient_progress
 
 SUMMARY_NAME = "bench_quality"
 NO_EPOCH_LIMIT = 1_000_000
@@ -118,7 +119,7 @@ def benchmark(losses: Sequence[str] = LOSSES, seeds: int = 3, minutes: float = 2
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     records = []
     jobs = [(seed, losses[(i + seed) % len(losses)]) for seed in range(seeds) for i in range(len(losses))]
-    for seed, loss in tqdm(jobs, desc="runs", disable=not progress):
+    for seed, loss in tqdm(jobs, desc="runs", disable=not progress, leave=False):
         save_dir = train_one(loss, seed, minutes, data_dir, out_dir, fresh_process, extra_args)
         records.append(run_record(save_dir))
     summary = {"minutes": minutes, "seeds": seeds, "data_dir": data_dir, "losses": list(losses),
@@ -227,7 +228,8 @@ def load_or_run(out_dir, recorded=None, fast: bool = False) -> dict:
         if path is not None and path.is_file():
             print(f"Loaded {what} {path}; `python -m bench.bench_quality --out_dir DIR` measures it again.")
             return json.loads(path.read_text())
-    if fast:
-        return benchmark(LOSSES, seeds=1, minutes=1 / 60, out_dir=out_dir, fresh_process=False,
-                         extra_args=["--input_size", "16"])
-    return benchmark(LOSSES, seeds=3, minutes=1.0, out_dir=out_dir)
+    with transient_progress():
+        if fast:
+            return benchmark(LOSSES, seeds=1, minutes=1 / 60, out_dir=out_dir, fresh_process=False,
+                             extra_args=["--input_size", "16"])
+        return benchmark(LOSSES, seeds=3, minutes=1.0, out_dir=out_dir)
