@@ -179,8 +179,10 @@ LOSS_DEFAULTS = {
     "contrastive": dict(sampler="m_per_class", m_per_class=4),
 }
 # The digits are not mirror-symmetric, and their 8x8 images decode faster than a worker
-# process starts.
-DIGITS_DEFAULTS = dict(model="small_cnn", hflip=False, workers=0)
+# process starts. On their validation classes (train 0-2, retrieve 3-4, seeds 0 and 1) the
+# paper's scheme at lr 1e-4 kept a slightly higher Recall@1 and MAP@R than the photo
+# recipe (docs/training.md), so the digits keep it.
+DIGITS_DEFAULTS = dict(model="small_cnn", hflip=False, workers=0, learning_rate=1e-4, centres="paper")
 
 
 def make_config(**settings) -> TrainConfig:

@@ -176,6 +176,7 @@ def test_config_json_records_the_values_help_states(tmp_path, one_thread):
     assert (small.sigma, small.learning_rate, small.num_neighbours, small.input_size) == (1.0, 3e-4, 20, 32)
     assert (small.centres, small.monitor_test, folder.centres, folder.monitor_test) == ("online", False, "paper", True)
     assert small.hflip and small.workers is not None and not digits.monitor_test
+    assert (digits.centres, digits.learning_rate) == ("paper", 1e-4)  # chosen on the digits' own classes
 
 
 def test_pretrained_weights_for_the_small_cnn_are_refused(tree, tmp_path, capsys):
