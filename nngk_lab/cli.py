@@ -131,6 +131,15 @@ def train_main(argv=None) -> int:
     return 0
 
 
+def _reported(work):
+    """``work()``'s result, or None after printing its nngk_lab error as one line."""
+    try:
+        return work()
+    except NNGKError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
 def evaluate_main(argv=None) -> int:
     """``python -m nngk_lab.evaluate``."""
     parser = Parser(
@@ -148,11 +157,9 @@ def evaluate_main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not distributed.is_writer():
         return 0
-    try:
-        metrics = evaluate_run(args.save_dir, args.data_dir, resolve_device(args.device, args.gpu_id),
-                               progress=not args.no_progress)
-    except NNGKError as e:
-        print(f"error: {e}", file=sys.stderr)
+    metrics = _reported(lambda: evaluate_run(args.save_dir, args.data_dir, resolve_device(args.device, args.gpu_id),
+                                             progress=not args.no_progress))
+    if metrics is None:
         return 2
     print(format_metrics(metrics))
     print(f"written to {Path(args.save_dir) / METRICS_NAME}")
@@ -180,11 +187,12 @@ def compare_main(argv=None) -> int:
             print(f"error: --out {out} must name a file in an existing folder, ending in one of "
                   f".{', .'.join(sorted(formats))}", file=sys.stderr)
             return 2
-    try:
+    def load_all() -> list[dict]:
         device = resolve_device(args.device)
-        runs = [load_metrics(path, device, progress=not args.no_progress) for path in args.runs]
-    except NNGKError as e:
-        print(f"error: {e}", file=sys.stderr)
+        return [load_metrics(path, device, progress=not args.no_progress) for path in args.runs]
+
+    runs = _reported(load_all)
+    if runs is None:
         return 2
     print(comparison_table(runs, markdown=args.markdown))
     if args.out:

@@ -26,6 +26,18 @@ def press_slider(widget, presses: int = 3) -> None:
         handle.press("PageDown" if at_max else "PageUp")
 
 
+def move(notebook, widget, name: str, presses: int = 3) -> tuple[dict, dict]:
+    """What the notebook shows before and after pressing ``widget`` (screenshots
+    ``name``-before and -after), with no error in between."""
+    before = notebook.displayed()
+    notebook.screenshot(f"{name}-before", widget)
+    press_slider(widget, presses)
+    after = notebook.wait_for_display_change(before)
+    notebook.assert_no_errors()
+    notebook.screenshot(f"{name}-after", widget)
+    return before, after
+
+
 def readout(widget) -> str:
     return widget.locator(".widget-readout").inner_text()
 
@@ -39,16 +51,10 @@ def test_sigma_slider_changes_displayed_accuracy_or_probabilities(open_notebook)
     notebook = open_notebook(SIGMA_NOTEBOOK)
     notebook.run_all_cells()
     slider = notebook.widget("sigma")
-    before, sigma_before = notebook.displayed(), readout(slider)
+    sigma_before = readout(slider)
+    before, after = move(notebook, slider, "sigma")
     assert accuracies(before), f"no accuracy shown: {before['texts']}"
     assert before["images"], "no plot shown under the widgets"
-    notebook.screenshot("sigma-before", slider)
-
-    press_slider(slider)
-    after = notebook.wait_for_display_change(before)
-    notebook.assert_no_errors()
-    notebook.screenshot("sigma-after", slider)
-
     assert readout(slider) != sigma_before
     assert accuracies(after), f"no accuracy shown after moving sigma: {after['texts']}"
     assert accuracies(after) != accuracies(before) or after["images"] != before["images"], \
@@ -59,15 +65,9 @@ def test_gallery_redraws_for_another_query(open_notebook):
     notebook = open_notebook(GALLERY_NOTEBOOK)
     notebook.run_all_cells()
     query = notebook.widget("query")
-    before, query_before = notebook.displayed(), readout(query)
+    query_before = readout(query)
+    before, after = move(notebook, query, "gallery", presses=1)
     assert before["images"], "no gallery shown under the widgets"
-    notebook.screenshot("gallery-before", query)
-
-    press_slider(query, presses=1)
-    after = notebook.wait_for_display_change(before)
-    notebook.assert_no_errors()
-    notebook.screenshot("gallery-after", query)
-
     assert readout(query) != query_before
     assert after["images"] and after["images"] != before["images"], "the gallery was not redrawn"
 
@@ -76,16 +76,10 @@ def test_playground_sigma_slider_redraws_regions_and_probabilities(open_notebook
     notebook = open_notebook(PLAYGROUND_NOTEBOOK)
     notebook.run_all_cells()
     slider = notebook.widget("sigma")
-    before, sigma_before = notebook.displayed(), readout(slider)
+    sigma_before = readout(slider)
+    before, after = move(notebook, slider, "playground")
     assert any("p(class | query)" in text for text in before["texts"]), f"no probabilities shown: {before['texts']}"
     assert before["images"], "no playground figure shown under the sliders"
-    notebook.screenshot("playground-before", slider)
-
-    press_slider(slider)
-    after = notebook.wait_for_display_change(before)
-    notebook.assert_no_errors()
-    notebook.screenshot("playground-after", slider)
-
     assert readout(slider) != sigma_before
     assert f"sigma = {readout(slider)}" in " ".join(after["texts"]), \
         f"the text does not show the slider's sigma {readout(slider)}: {after['texts']}"
