@@ -74,10 +74,9 @@ class RunImages:
 
     def __init__(self, config: TrainConfig, split: DataSplit, device: torch.device):
         self.config, self.split, self.device = config, split, device
-        self.train_tf, self.eval_tf = build_transforms(config.input_size, config.resize_size, config.hflip,
-                                                       config.mean, config.std)
+        train_tf, _ = build_transforms(config.input_size, config.resize_size, config.hflip, config.mean, config.std)
         self._decoded: dict[str, DecodedImages] = {}
-        self._files = ImageSamples(split.train, self.train_tf, seed=config.seed)
+        self._files = ImageSamples(split.train, train_tf, seed=config.seed)
 
     def _memory(self, part: str) -> DecodedImages:
         if part not in self._decoded:
@@ -107,7 +106,7 @@ class RunImages:
         if self.config.in_memory:
             images = self._memory(part)
             return MemoryBatches(images, in_batches(range(len(images)), self.config.batch_size))
-        return make_loader(ImageSamples(getattr(self.split, part), self.eval_tf), self.config, self.device)
+        return eval_loaders(self.config, self.split, self.device, (part,))[part]
 
 
 def resize_size(config: TrainConfig) -> int:
