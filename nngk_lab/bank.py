@@ -106,10 +106,14 @@ class FeatureBank:
         self.neighbours = torch.cat(distributed.all_gather_rows(mine))
 
     @torch.no_grad()
-    def move_centres(self, index: torch.Tensor, fresh: torch.Tensor, momentum: float) -> None:
+    def move_centres(self, index: torch.Tensor, fresh: torch.Tensor, momentum: float, unit: bool = False) -> None:
         """Move centres ``index`` (distinct) towards ``fresh`` embeddings of the same images:
-        ``momentum * old + (1 - momentum) * fresh``; the neighbour lists stay as they are."""
+        ``momentum * old + (1 - momentum) * fresh``; the neighbour lists stay as they are.
+        With ``unit`` the moved centres are scaled back to unit length, as the embeddings of
+        a network that normalises are: the mean of two unit vectors is shorter than both."""
         moved = self.features[index].mul_(momentum).add_(fresh.to(self.features.dtype), alpha=1 - momentum)
+        if unit:
+            moved = torch.nn.functional.normalize(moved, dim=1)
         self.features[index] = moved
         self.sq_norms[index] = moved.square().sum(1)
 

@@ -35,7 +35,8 @@ class TrainStep:
     pytorch-metric-learning run its ``criterion`` (:class:`nngk_lab.baselines.BaselineLoss`).
     ``amp`` runs the network under bf16 autocast. With ``centre_momentum`` m, each
     image's centre in the bank moves to m * centre + (1 - m) * its new embedding after the
-    step (an online update, as memory-bank methods keep their bank fresh). In a distributed
+    step (an online update, as memory-bank methods keep their bank fresh), back on the unit
+    sphere with ``unit_centres`` (for a network that normalises). In a distributed
     run ``model`` is the DistributedDataParallel wrapper, ``loss_share`` scales this
     process's loss (given its ``present`` samples) so that the averaged gradient is the
     global batch's, and ``gather`` collects every process's (index, embeddings) so that all
@@ -53,6 +54,7 @@ class TrainStep:
     nll: Callable[..., KernelLoss] = kernel_nll
     criterion: nn.Module | None = None
     centre_momentum: float | None = None
+    unit_centres: bool = False
     loss_share: Callable[[torch.Tensor], torch.Tensor] | None = None
     gather: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -100,7 +102,7 @@ class TrainStep:
             index, fresh = index.to(self.device, non_blocking=True), features.detach()
             if self.gather is not None:
                 index, fresh = self.gather(index, fresh)
-            bank.move_centres(index, fresh, self.centre_momentum)
+            bank.move_centres(index, fresh, self.centre_momentum, self.unit_centres)
         return StepResult(loss.detach(), present, predictions, labels)
 
 

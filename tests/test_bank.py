@@ -277,3 +277,19 @@ def test_move_centres_matches_a_loop_and_keeps_squared_norms_current(seed):
     assert torch.allclose(bank.sq_norms.double(), expected.square().sum(1), rtol=1e-5)
     bank.move_centres(torch.tensor([1]), fresh[:1], 0.0)  # momentum 0: the new embedding itself
     assert torch.equal(bank.features[1], fresh[0])
+
+
+def test_moved_centres_of_a_normalising_network_stay_on_the_unit_sphere(seed):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.nn.functional.normalize(torch.randn(6, 5, generator=g, dtype=torch.float64), dim=1)
+    fresh = torch.nn.functional.normalize(torch.randn(2, 5, generator=g, dtype=torch.float64), dim=1)
+    fresh[1] = -features[3]  # opposite directions: the plain mean would be the zero vector
+    fresh[1, 0] += 1e-6
+    bank = FeatureBank(features.clone(), torch.arange(6) % 2, torch.zeros(6, 2, dtype=torch.long))
+    bank.move_centres(torch.tensor([0, 3]), fresh, 0.5, unit=True)
+    expected = 0.5 * features[[0, 3]] + 0.5 * fresh
+    expected = expected / expected.norm(dim=1, keepdim=True)
+    assert torch.allclose(bank.features[[0, 3]], expected, atol=1e-6)
+    assert torch.allclose(bank.features.norm(dim=1), torch.ones(6, dtype=torch.float64))
+    assert torch.allclose(bank.sq_norms, torch.ones(6, dtype=torch.float64))
+    assert torch.equal(bank.features[[1, 2, 4, 5]], features[[1, 2, 4, 5]])
