@@ -73,6 +73,9 @@ class TrainConfig:
     centres: str = _f("paper", "paper: every centre recomputed at each refresh (the paper's scheme); online: "
                                "each image's centre moved towards its new embedding at every step, so that a "
                                "refresh only searches new neighbour lists", choices=CENTRE_SCHEMES)
+    batch_kernels: bool = _f(False, "NNGK: each image's kernels are those of its K nearest stored centres and of "
+                                    "every other image of its batch at its current embedding, with the gradient "
+                                    "reaching both (under torchrun, of its process's share of the batch)")
     centre_momentum: float = _f(0.5, "with --centres online: centre = m * centre + (1 - m) * new embedding")
     monitor_test: bool = _f(True, "measure the test images at each bank refresh (the history's test accuracy; "
                                   "with --centres online this embeds the training images too); the final "

@@ -151,6 +151,42 @@ def kernel_nll(features: torch.Tensor, targets: torch.Tensor, centres: torch.Ten
     return KernelLoss(loss, logits, present)
 
 
+def kernel_nll_with_batch(features: torch.Tensor, targets: torch.Tensor, index: torch.Tensor,
+                          centres: torch.Tensor, centre_labels: torch.Tensor, neighbours: torch.Tensor,
+                          log_weights: torch.Tensor, sigma: float, num_classes: int,
+                          centre_sq_norms: torch.Tensor | None = None) -> KernelLoss:
+    """:func:`kernel_nll` where the batch's own images are centres at their current embeddings.
+
+    Each query's kernels are those of its K nearest stored centres and of every other
+    image of its batch, whose centre is its embedding now, with the gradient reaching
+    both sides. A stored neighbour that is in the batch counts once, at its current
+    embedding. ``index`` (B,) gives each batch image's place among the centres (distinct).
+    The batch's kernel weights are its images' own. Returns the loss with the
+    ``predictions`` of the same classifier, and ``present`` as for :func:`kernel_nll`.
+    """
+    check_loss_inputs(features, centres, neighbours, sigma)
+    stored = neighbour_logits(features, centres, neighbours, log_weights, sigma, centre_sq_norms)
+    stored = stored.masked_fill(torch.isin(neighbours, index), -math.inf)
+    sq_norms = features.square().sum(1)
+    sq_dists = (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2.0 * features @ features.T).clamp_min(0.0)
+    itself = torch.eye(len(targets), dtype=torch.bool, device=features.device)
+    fresh = (log_weights[index].unsqueeze(0) - sq_dists / (2.0 * sigma * sigma)).masked_fill(itself, -math.inf)
+    logits = torch.cat([stored, fresh], dim=1)
+    labels = torch.cat([centre_labels[neighbours], targets.unsqueeze(0).expand(len(targets), -1)], dim=1)
+    same = (labels == targets.unsqueeze(1)) & (logits > -math.inf)
+    present = same.any(dim=1)
+    # Rows with no kernel of their class get zeros, so that logsumexp's gradient stays finite
+    # (they are left out of the mean).
+    true_logits = torch.where(present.unsqueeze(1), logits.masked_fill(~same, -math.inf), 0.0)
+    log_prob = torch.logsumexp(true_logits, dim=1) - torch.logsumexp(logits, dim=1)
+    loss = -torch.where(present, log_prob, 0.0).sum() / present.sum().clamp_min(1)
+    with torch.no_grad():  # the class with the largest kernel sum; -inf kernels add 0
+        shifted = (logits - logits.max(1, keepdim=True).values).exp()
+        sums = torch.zeros(len(targets), num_classes, dtype=shifted.dtype, device=shifted.device)
+        predictions = sums.scatter_add_(1, labels, shifted).argmax(1)
+    return KernelLoss(loss, logits, present, predictions)
+
+
 class KernelWeights(nn.Module):
     """The trainable per-centre log-weights ``v_i`` (kernel weight ``w_i = exp(v_i)``), all 0 at start."""
 

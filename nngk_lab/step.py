@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .bank import FeatureBank
-from .loss import KernelLoss, KernelWeights, class_log_probs, kernel_nll
+from .loss import KernelLoss, KernelWeights, class_log_probs, kernel_nll, kernel_nll_with_batch
 
 EPOCH_SUMS = ("loss", "correct", "absent", "present")
 
@@ -55,6 +55,7 @@ class TrainStep:
     criterion: nn.Module | None = None
     centre_momentum: float | None = None
     unit_centres: bool = False
+    batch_kernels: bool = False
     loss_share: Callable[[torch.Tensor], torch.Tensor] | None = None
     gather: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -78,7 +79,12 @@ class TrainStep:
             logits = self.head(features)
             return (nn.functional.cross_entropy(logits, labels), torch.ones_like(labels, dtype=torch.bool),
                     logits.argmax(1))
-        neighbours = bank.neighbours[index.to(self.device, non_blocking=True)]
+        index = index.to(self.device, non_blocking=True)
+        neighbours = bank.neighbours[index]
+        if self.batch_kernels:
+            out = kernel_nll_with_batch(features, labels, index, bank.features, bank.labels, neighbours,
+                                        self.kernel_weights.log_weights, self.sigma, self.num_classes, bank.sq_norms)
+            return out.loss, out.present, out.predictions
         out = self.nll(features, labels, bank.features, bank.labels, neighbours, self.kernel_weights.log_weights,
                        self.sigma, bank.sq_norms)
         predictions = out.predictions

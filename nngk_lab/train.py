@@ -158,14 +158,15 @@ class _Run:
         self.progress = Progress()
         self.images = RunImages(config, split, device)
         self.k_train = min(config.num_neighbours, len(split.train) - 1)
-        use_fused = config.loss == "nngk" and config.fused_loss and fused_loss_usable(device)
+        use_fused = config.loss == "nngk" and config.fused_loss and not config.batch_kernels \
+            and fused_loss_usable(device)
         network = distributed.wrap(self.parts.model, (self.parts.kernel_weights, self.parts.head,
                                                       self.parts.criterion), device, config.sync_bn)
         self.step = TrainStep(network, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
                               config.sigma, split.num_trained, device, config.amp,
                               fused_kernel_nll if use_fused else kernel_nll, criterion=self.parts.criterion,
                               centre_momentum=config.centre_momentum if config.centres == "online" else None,
-                              unit_centres=config.normalise,
+                              unit_centres=config.normalise, batch_kernels=config.batch_kernels,
                               loss_share=distributed.loss_share if distributed.active() else None,
                               gather=distributed.gather_all if distributed.active() else None)
 
