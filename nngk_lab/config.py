@@ -75,7 +75,7 @@ class TrainConfig:
                                "refresh only searches new neighbour lists", choices=CENTRE_SCHEMES)
     batch_kernels: bool = _f(False, "NNGK: each image's kernels are those of its K nearest stored centres and of "
                                     "every other image of its batch at its current embedding, with the gradient "
-                                    "reaching both (under torchrun, of its process's share of the batch)")
+                                    "reaching both; under torchrun, the other images of its process's share")
     centre_momentum: float = _f(0.5, "with --centres online: centre = m * centre + (1 - m) * new embedding")
     monitor_test: bool = _f(True, "measure the test images at each bank refresh (the history's test accuracy; "
                                   "with --centres online this embeds the training images too); the final "
@@ -142,6 +142,8 @@ class TrainConfig:
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.centres in CENTRE_SCHEMES,
              f"--centres must be one of {', '.join(CENTRE_SCHEMES)}, got {self.centres!r}"),
+            (self.loss == "nngk" or not self.batch_kernels,
+             f"--batch_kernels applies to --loss nngk only, and this run's loss is {self.loss}"),
             (0 <= self.centre_momentum < 1, f"--centre_momentum must be in [0, 1), got {self.centre_momentum}"),
             (self.model == "resnet18" or self.pretrained == "none",
              f"--pretrained applies to resnet18 only; {self.model} has no pretrained weights, so leave the flag "

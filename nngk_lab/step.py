@@ -36,7 +36,9 @@ class TrainStep:
     ``amp`` runs the network under bf16 autocast. With ``centre_momentum`` m, each
     image's centre in the bank moves to m * centre + (1 - m) * its new embedding after the
     step (an online update, as memory-bank methods keep their bank fresh), back on the unit
-    sphere with ``unit_centres`` (for a network that normalises). In a distributed
+    sphere with ``unit_centres`` (for a network that normalises). With ``batch_kernels``
+    the loss is :func:`nngk_lab.loss.kernel_nll_with_batch`, where the batch's own images
+    are centres too, at their current embeddings. In a distributed
     run ``model`` is the DistributedDataParallel wrapper, ``loss_share`` scales this
     process's loss (given its ``present`` samples) so that the averaged gradient is the
     global batch's, and ``gather`` collects every process's (index, embeddings) so that all

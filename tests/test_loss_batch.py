@@ -5,12 +5,17 @@ batch, and every other image of the batch at its current embedding.
 Inputs are drawn fresh on every run (see the ``seed`` fixture in conftest.py).
 """
 
+import json
 import math
 
 import pytest
 import torch
 
+from nngk_lab.config import make_config
+from nngk_lab.errors import ConfigError
 from nngk_lab.loss import kernel_nll, kernel_nll_with_batch
+from nngk_lab.train import train
+from tiny_runs import TINY, write_tree
 
 
 def _lse(values):
@@ -94,3 +99,20 @@ def test_queries_without_a_kernel_of_their_class_are_left_out_with_finite_gradie
     loss, present, _ = reference(features.detach(), targets, index, centres, labels, neighbours,
                                  log_weights.detach(), 1.0, 4)
     assert out.present.tolist() == present and out.loss.item() == pytest.approx(loss, rel=1e-9, abs=1e-12)
+
+
+def test_training_with_batch_kernels_learns_the_tiny_classes_and_records_the_flag(tmp_path):
+    data = write_tree(tmp_path / "data", num_classes=4, per_class=12)
+    save_dir = tmp_path / "run"
+    train(make_config(**TINY, data_dir=str(data), num_classes=2, save_dir=str(save_dir), max_epochs=3,
+                      centres="online", batch_kernels=True))
+    config = json.loads((save_dir / "config.json").read_text())
+    history = json.loads((save_dir / "history.json").read_text())
+    assert config["batch_kernels"] is True and len(history) == 3
+    assert all(math.isfinite(h["loss"]) for h in history)
+    assert history[-1]["train_accuracy"] >= 0.9  # each class has its own bright row
+
+
+def test_batch_kernels_with_another_loss_is_refused():
+    with pytest.raises(ConfigError, match="--batch_kernels applies to --loss nngk only"):
+        make_config(loss="softmax", batch_kernels=True)

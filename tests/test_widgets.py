@@ -33,7 +33,9 @@ def test_sigma_explorer_sliders_update_text_and_plot(emb):
     before = explorer.view
     explorer.sigma.value = 10 ** explorer.sigma.min
     assert explorer.view.sigma == pytest.approx(10 ** explorer.sigma.min)
-    assert not torch.equal(explorer.view.probabilities, before.probabilities)
+    assert explorer.view.sigma != before.sigma  # the view was recomputed, with the slider's sigma:
+    torch.testing.assert_close(explorer.view.probabilities, widgets.sigma_view(
+        emb, explorer.sigma.value, explorer.k.value, explorer.query.value).probabilities, atol=1e-6, rtol=1e-5)
     assert explorer.text.value == explorer.view.html(emb.class_names)
     explorer.k.value = 1
     assert explorer.view.accuracy == explore.test_accuracy(emb, explorer.sigma.value, 1)
