@@ -78,7 +78,8 @@ def class_log_probs(logits: torch.Tensor, neighbour_labels: torch.Tensor, num_cl
 
     Each class's log-sum-exp is shifted by that class's own maximum, so a class whose
     kernels are all far below the best neighbour's still gets an exact, finite value.
-    Classes with no neighbour among the K get ``-inf`` (probability exactly 0).
+    Classes with no neighbour among the K get ``-inf`` (probability exactly 0); a logit of
+    ``-inf`` is no neighbour (:func:`kernel_nll_with_batch` masks kernels so).
     """
     if neighbour_labels.shape != logits.shape:
         raise ValueError(f"neighbour labels {tuple(neighbour_labels.shape)} must match logits {tuple(logits.shape)}")
@@ -90,8 +91,10 @@ def class_log_probs(logits: torch.Tensor, neighbour_labels: torch.Tensor, num_cl
     batch = logits.shape[0]
     neg_inf = torch.full((batch, num_classes), -math.inf, dtype=logits.dtype, device=logits.device)
     class_max = neg_inf.scatter_reduce(1, neighbour_labels, logits.detach(), reduce="amax")
-    present = torch.zeros_like(neg_inf, dtype=torch.bool).scatter_(1, neighbour_labels, True)
-    shifted = torch.exp(logits - class_max.gather(1, neighbour_labels))
+    present = class_max > -math.inf  # a class with a finite kernel among the neighbours
+    shift = class_max.gather(1, neighbour_labels)
+    # A class whose kernels are all -inf has max -inf: shifting by 0 keeps exp(-inf) = 0, not NaN.
+    shifted = torch.exp(logits - torch.where(shift > -math.inf, shift, 0.0))
     sums = torch.zeros_like(neg_inf).scatter_add(1, neighbour_labels, shifted)
     # where() keeps log(0) of absent classes out of the graph, so no NaN gradient appears.
     class_lse = torch.log(torch.where(present, sums, 1.0)) + torch.where(present, class_max, 0.0)
@@ -104,9 +107,10 @@ def true_class_log_prob(logits: torch.Tensor, neighbour_labels: torch.Tensor,
     """``log p(y | x)`` for each query's own label, without building (B, C) tensors.
 
     Returns ``(log_prob, present)``, both (B,): ``present`` is False where no neighbour
-    has the query's label, and ``log_prob`` is ``-inf`` there.
+    has the query's label (a logit of ``-inf`` is no neighbour), and ``log_prob`` is
+    ``-inf`` there.
     """
-    same = neighbour_labels == targets.unsqueeze(1)
+    same = (neighbour_labels == targets.unsqueeze(1)) & (logits > -math.inf)
     present = same.any(dim=1)
     true_logits = logits.masked_fill(~same, -math.inf)
     # Rows with no true neighbour get zeros so logsumexp stays finite; they are masked out.
@@ -145,10 +149,14 @@ def kernel_nll(features: torch.Tensor, targets: torch.Tensor, centres: torch.Ten
     No host-device synchronisation happens here.
     """
     logits = neighbour_logits(features, centres, neighbours, log_weights, sigma, centre_sq_norms)
-    log_prob, present = true_class_log_prob(logits, centre_labels[neighbours], targets)
-    safe = torch.where(present, log_prob, 0.0)
-    loss = -safe.sum() / present.sum().clamp_min(1)
+    loss, present = _mean_nll(logits, centre_labels[neighbours], targets)
     return KernelLoss(loss, logits, present)
+
+
+def _mean_nll(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``-log p(y | x)`` over the queries whose class is present, and ``present``."""
+    log_prob, present = true_class_log_prob(logits, labels, targets)
+    return -torch.where(present, log_prob, 0.0).sum() / present.sum().clamp_min(1), present
 
 
 def kernel_nll_with_batch(features: torch.Tensor, targets: torch.Tensor, index: torch.Tensor,
@@ -173,17 +181,9 @@ def kernel_nll_with_batch(features: torch.Tensor, targets: torch.Tensor, index: 
     fresh = (log_weights[index].unsqueeze(0) - sq_dists / (2.0 * sigma * sigma)).masked_fill(itself, -math.inf)
     logits = torch.cat([stored, fresh], dim=1)
     labels = torch.cat([centre_labels[neighbours], targets.unsqueeze(0).expand(len(targets), -1)], dim=1)
-    same = (labels == targets.unsqueeze(1)) & (logits > -math.inf)
-    present = same.any(dim=1)
-    # Rows with no kernel of their class get zeros, so that logsumexp's gradient stays finite
-    # (they are left out of the mean).
-    true_logits = torch.where(present.unsqueeze(1), logits.masked_fill(~same, -math.inf), 0.0)
-    log_prob = torch.logsumexp(true_logits, dim=1) - torch.logsumexp(logits, dim=1)
-    loss = -torch.where(present, log_prob, 0.0).sum() / present.sum().clamp_min(1)
-    with torch.no_grad():  # the class with the largest kernel sum; -inf kernels add 0
-        shifted = (logits - logits.max(1, keepdim=True).values).exp()
-        sums = torch.zeros(len(targets), num_classes, dtype=shifted.dtype, device=shifted.device)
-        predictions = sums.scatter_add_(1, labels, shifted).argmax(1)
+    loss, present = _mean_nll(logits, labels, targets)
+    with torch.no_grad():
+        predictions = class_log_probs(logits.detach(), labels, num_classes).argmax(1)
     return KernelLoss(loss, logits, present, predictions)
 
 

@@ -86,9 +86,9 @@ class TrainStep:
         if self.batch_kernels:
             out = kernel_nll_with_batch(features, labels, index, bank.features, bank.labels, neighbours,
                                         self.kernel_weights.log_weights, self.sigma, self.num_classes, bank.sq_norms)
-            return out.loss, out.present, out.predictions
-        out = self.nll(features, labels, bank.features, bank.labels, neighbours, self.kernel_weights.log_weights,
-                       self.sigma, bank.sq_norms)
+        else:
+            out = self.nll(features, labels, bank.features, bank.labels, neighbours,
+                           self.kernel_weights.log_weights, self.sigma, bank.sq_norms)
         predictions = out.predictions
         if predictions is None:
             with torch.no_grad():

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from nngk_lab.search import nearest_neighbours
-from nngk_lab.loss import KernelWeights, kernel_log_probs, kernel_nll, neighbour_logits
+from nngk_lab.loss import (KernelWeights, class_log_probs, kernel_log_probs, kernel_nll, neighbour_logits,
+                           true_class_log_prob)
 
 EPS = {torch.float32: torch.finfo(torch.float32).eps, torch.float64: torch.finfo(torch.float64).eps}
 
@@ -300,3 +301,33 @@ def test_bad_sigma_raises(sigma):
         _log_probs(p)
     with pytest.raises(ValueError, match="sigma"):
         _nll(p)
+
+
+def test_a_kernel_of_minus_inf_is_no_neighbour(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    labels = torch.tensor([[0, 1, 1, 2, 2], [0, 0, 1, 2, 2], [2, 2, 2, 1, 1]])
+    targets = torch.tensor([1, 2, 2])
+    masked = logits.clone()
+    masked[0, [1, 2]] = -math.inf  # row 0: class 1 (its own) only has masked kernels
+    masked[1, 0] = -math.inf       # row 1: one of class 0's two kernels masked
+    masked.requires_grad_()
+    # the masked kernels must count as absent: the same as leaving them out of the row
+    expected = [reference_log_probs_of_row(logits[0, [0, 3, 4]], labels[0, [0, 3, 4]], 3),
+                reference_log_probs_of_row(logits[1, 1:], labels[1, 1:], 3),
+                reference_log_probs_of_row(logits[2], labels[2], 3)]
+    got = class_log_probs(masked, labels, 3)
+    for row, exp in zip(got.detach(), expected):
+        assert torch.allclose(row, exp, rtol=1e-12, atol=1e-12) and torch.equal(row.isinf(), exp.isinf())
+    log_prob, present = true_class_log_prob(masked, labels, targets)
+    assert present.tolist() == [False, True, True] and log_prob[0] == -math.inf
+    assert torch.allclose(log_prob[1:], got.detach()[[1, 2], [2, 2]])
+    (torch.where(torch.isfinite(got), got, 0.0).sum() + torch.where(present, log_prob, 0.0).sum()).backward()
+    assert torch.isfinite(masked.grad).all() and (masked.grad[masked.detach().isinf()] == 0).all()
+
+
+def reference_log_probs_of_row(logits, labels, num_classes):
+    """log p(c) of one query from its finite kernels' logits, in float64, one class at a time."""
+    total = _logsumexp(logits.tolist())
+    return torch.tensor([_logsumexp([v for v, y in zip(logits.tolist(), labels.tolist()) if y == c]) - total
+                         if (labels == c).any() else -math.inf for c in range(num_classes)], dtype=torch.float64)
