@@ -92,8 +92,18 @@ def test_agrees_with_kernel_nll_including_absent_classes_and_bf16_features(seed)
     assert torch.equal(f_present, present) and not present[[1, 4]].any()
     assert (f_gx[[1, 4]] == 0).all()
     torch.testing.assert_close(f_loss, loss, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(f_gx, gx, rtol=1e-4, atol=1e-4 * (1 + gx.abs().max().item()))
-    torch.testing.assert_close(f_gv, gv, rtol=1e-4, atol=1e-5)
+    # Both losses round in float32, the fused one its distances from ||x||^2 + ||c||^2 - 2 x.c.
+    # A logit error of tol moves each kernel's weight by up to about 2 tol of itself, and the
+    # gradient sums weights times (c - x) / sigma^2, averaged over the present queries: far
+    # queries (the last row, 60 sigma out) get a wide tolerance, near ones a tight one.
+    tol = rounding_tolerance(p["features"], p["centres"], p["log_weights"], p["sigma"], torch.float32)
+    spread = (p["features"].double().unsqueeze(1) - p["centres"].double()[p["neighbours"]]).norm(dim=2).amax(1)
+    n = int(present.sum())
+    row_tol = 4 * tol.squeeze(1) * spread / p["sigma"] ** 2 / n
+    err = (f_gx - gx).double().abs()
+    assert torch.all(err <= row_tol.unsqueeze(1) + 1e-4 * (1 + gx.abs().max().item())), \
+        f"{err.amax(1)} > {row_tol}"
+    torch.testing.assert_close(f_gv, gv, rtol=1e-4, atol=1e-5 + 4 * tol.max().item() / n)
 
     x = p["features"].bfloat16().requires_grad_(True)
     out = fused_kernel_nll(x, p["targets"], p["centres"], p["centre_labels"], p["neighbours"], p["log_weights"],
