@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import make_config
+from .config import MODEL_DEFAULTS, make_config
 from .errors import CheckpointError
 from .notebook import cached, settings
 from .runs import CHECKPOINT_NAME, load_run
@@ -52,12 +52,17 @@ def train_film(run_dir, max_epochs: int, device="cpu", **config) -> dict:
     ``config`` holds other :func:`nngk_lab.train.make_config` settings; ``embedding_dim``
     is 2. Each epoch's centres are cached in ``run_dir/centres-epoch-NNN.pt``.
 
+    Unit-length 2-D embeddings would all lie on a circle, so ``normalise`` is False here,
+    and on the digits sigma is the small CNN's unnormalised 1 (the digits' NNGK default,
+    0.2, is a temperature for unit-length embeddings).
+
     With the digits' ``update_interval`` of 1 the film trains exactly as one uninterrupted
     run; with a longer interval it does not, because every stop refreshes the bank and the
     next epoch trains against that fresher one.
     """
     run_dir = Path(run_dir)
-    config = {"progress": False, **config, "embedding_dim": 2}
+    plane = {"normalise": False, **({} if config.get("data_dir") else {"sigma": MODEL_DEFAULTS["small_cnn"]["sigma"]})}
+    config = {"progress": False, **plane, **config, "embedding_dim": 2}
     loss = config.get("loss", "nngk")
     key = {k: v for k, v in config.items() if k != "progress"}
     snapshots = [cached(run_dir / f"centres-epoch-{epoch:03d}.pt",

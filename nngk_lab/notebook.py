@@ -150,9 +150,10 @@ def settings(fast: bool | None = None) -> NotebookSettings:
     else:
         training, sweep = dict(max_epochs=MODEL_DEFAULTS["small_cnn"]["max_epochs"]), dict(max_epochs=4)
     training = {**training, "monitor_test": True}  # notebook 2 draws the test accuracy of every epoch
-    scale = MODEL_DEFAULTS[training.get("model", "small_cnn")]["sigma"]  # sigma grids around the training sigma
+    scale = make_config(**training).sigma  # sigma grids around the training sigma
+    factors = (0.3, 3.0) if fast else (0.1, 0.3, 1.0, 3.0, 10.0)
     return NotebookSettings(fast=fast, training=training, sweep_training=sweep,
-                            sweep_sigmas=tuple(scale * s for s in ((0.3, 3.0) if fast else (0.1, 0.3, 1.0, 3.0, 10.0))),
+                            sweep_sigmas=tuple(float(f"{scale * s:.3g}") for s in factors),
                             test_sigmas=_log_grid(scale * (0.03 if fast else 0.01), scale * (30 if fast else 100),
                                                   7 if fast else 25),
                             test_ks=(1, 10, 200) if fast else (1, 5, 20, 50, 200, 1000),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DIGITS_DEFAULTS
+from .config import digits_defaults
 from .data import export_digits, scan_image_folder, split_samples
 from .errors import ConfigError
 from .explore import Embeddings, GalleryRow, load_image, query_neighbours, run_embeddings
@@ -154,7 +154,7 @@ def label_noise_experiment(save_dir, fraction: float = 0.05, weight_learning_rat
     if {k: stored.get(k) for k in flips} != flips:
         raise ConfigError(f"{noisy} holds labels flipped with other settings ({manifest} is missing or differs); "
                           "choose another save_dir or delete that folder")
-    base = {} if "data_dir" in config else DIGITS_DEFAULTS
+    base = {} if "data_dir" in config else digits_defaults(config.get("loss", "nngk"))
     run_dir = save_dir / "run"
     run = train_or_load(run_dir, device, **{**base, **config, "data_dir": str(noisy), "num_classes": num_trained,
                                             "weight_learning_rate": weight_learning_rate})

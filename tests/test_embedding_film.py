@@ -78,3 +78,21 @@ def test_film_figures(films):
     assert isinstance(fig, Figure) and len([a for a in fig.axes if a.collections]) == 6
     html = viz_film.film_animation_html(result, interval_ms=100)
     assert "<script" in html and html.count("data:image/png;base64") >= 3
+
+
+def test_film_on_the_digits_trains_an_unnormalised_plane(monkeypatch, tmp_path):
+    """Unit-length 2-D embeddings would lie on a circle: the digits' film leaves NNGK's
+    digits defaults (unit length, sigma 0.2) for the plane at the small CNN's sigma."""
+    seen = []
+
+    def record(run_dir, epoch, device, config):
+        seen.append(make_config(save_dir=str(run_dir), max_epochs=epoch, **config))
+        return {"centres": torch.zeros(3, 2), "labels": torch.zeros(3, dtype=torch.long), "evaluation": {},
+                "classes": ["0"], "num_trained": 1}
+
+    monkeypatch.setattr(embedding_film, "_train_to_epoch", record)
+    embedding_film.train_film(tmp_path / "film", 1, loss="nngk")
+    assert make_config().normalise and make_config().sigma == 0.2  # what the film leaves
+    assert seen and all(not c.normalise and c.sigma == 1.0 and c.embedding_dim == 2 for c in seen)
+    embedding_film.train_film(tmp_path / "film-sigma", 1, loss="nngk", sigma=0.5)
+    assert seen[-1].sigma == 0.5  # a sigma the caller gives is kept

@@ -164,6 +164,7 @@ def test_help_states_each_default_once_and_per_model(capsys):
     assert "(default: 5 for resnet18, 1 for small_cnn)" in text  # --update_interval
     assert "(default: 0 for the digits)" in text  # --workers
     assert "(default: true, false for the digits)" in text  # --hflip
+    assert "(default: 10.0 for resnet18, 1.0 for small_cnn, 0.2 for nngk on the digits)" in text  # --sigma
 
 
 def test_config_json_records_the_values_help_states(tmp_path, one_thread):
@@ -177,6 +178,14 @@ def test_config_json_records_the_values_help_states(tmp_path, one_thread):
     assert (small.centres, small.monitor_test, folder.centres, folder.monitor_test) == ("online", False, "paper", True)
     assert small.hflip and small.workers is not None and not digits.monitor_test
     assert (digits.centres, digits.learning_rate) == ("paper", 1e-4)  # chosen on the digits' own classes
+    # NNGK on the digits trains unit-length embeddings at sigma 0.2; the other losses keep
+    # the small CNN's sigma, and no folder gets either.
+    assert (digits.normalise, digits.sigma) == (True, 0.2)
+    for loss in ("softmax", "multi_similarity"):
+        other = make_config(save_dir="r", loss=loss)
+        assert (other.normalise, other.sigma, other.centres) == (False, 1.0, "paper")
+    assert not small.normalise and not folder.normalise
+    assert make_config(save_dir="r", normalise=False).sigma == 0.2  # each default yields to a given value
 
 
 def test_pretrained_weights_for_the_small_cnn_are_refused(tree, tmp_path, capsys):

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from nngk_lab.data import export_digits, scan_image_folder  # noqa: E402
 from nngk_lab.evaluate import evaluate_run  # noqa: E402
 from nngk_lab.cli import build_train_parser  # noqa: E402
-from nngk_lab.config import DIGITS_DEFAULTS, make_config  # noqa: E402
+from nngk_lab.config import digits_defaults, make_config  # noqa: E402
 from nngk_lab.train import train  # noqa: E402
 
 
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
         if args.first_classes:
             data_dir = Path(settings["data_dir"]) if settings["data_dir"] else export_digits()
             if not settings["data_dir"]:  # the digits keep their defaults in a folder of their own
-                settings = {**DIGITS_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+                settings = {**digits_defaults(settings.get("loss") or "nngk"),
+                            **{k: v for k, v in settings.items() if v is not None}}
             settings["data_dir"] = str(class_subset(data_dir, args.first_classes, Path(tmp) / "data"))
         curves = {seed: curve({**settings, "seed": seed, "save_dir": f"{tmp}/seed{seed}"}, args.epochs)
                   for seed in args.seeds}
