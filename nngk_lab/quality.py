@@ -91,7 +91,8 @@ def train_one(loss: str, seed: int, minutes: float, data_dir: str | None, out_di
 
 def run_record(save_dir: Path) -> dict:
     """One run's numbers for the table: epochs (fractional for a partial last epoch),
-    images per second of training, and the trained and untrained networks' metrics."""
+    images per second of training, the trained and untrained networks' metrics, and
+    whether the network ends in an L2 normalisation (``--normalise``, or a PML loss)."""
     metrics = load_metrics(save_dir, progress=False)
     evaluation = json.loads((save_dir / "eval.json").read_text())
     config = json.loads((save_dir / "config.json").read_text())
@@ -100,6 +101,7 @@ def run_record(save_dir: Path) -> dict:
     partial = evaluation.get("partial_epoch_steps", 0)
     images = evaluation["epochs"] * n + min(partial * batch, n)
     return {"loss": config["loss"], "seed": config["seed"], "sampler": config["sampler"],
+            "normalised": bool(config.get("normalise")) or config["loss"] in PML_LOSSES,
             "epochs": evaluation["epochs"] + partial / steps_per_epoch,
             "images_per_second": images / max(evaluation["minutes"] * 60, 1e-9),
             "trained": metrics["trained"], "untrained": metrics["untrained"]}
@@ -140,8 +142,9 @@ def _mean_std(values: list[float]) -> dict:
 
 def summary_rows(records: list[dict]) -> list[dict]:
     """One row per loss (mean and sample std over its seeds), then the untrained network:
-    its raw embedding (what NNGK and softmax start from) and, if a PML loss ran, its
-    L2-normalised one (what those start from)."""
+    its raw embedding (what unnormalised runs start from, such as softmax's) and its
+    L2-normalised one (what the PML losses, and NNGK with ``--normalise``, start from),
+    each where such a run is among the records."""
     rows = []
     for loss in dict.fromkeys(r["loss"] for r in records):
         runs = [r for r in records if r["loss"] == loss]
@@ -151,7 +154,7 @@ def summary_rows(records: list[dict]) -> list[dict]:
         row.update({key: _mean_std([r["trained"].get(key) for r in runs]) for key in QUALITY_KEYS})
         rows.append(row)
     for name, normalised in (("untrained", False), ("untrained, L2-normalised", True)):
-        runs = {r["seed"]: r for r in records if (r["loss"] in PML_LOSSES) == normalised}.values()
+        runs = {r["seed"]: r for r in records if r["normalised"] == normalised}.values()
         if runs:
             rows.append({"name": name, "sampler": "-",
                          **{key: _mean_std([r["untrained"].get(key) for r in runs]) for key in QUALITY_KEYS}})

@@ -34,7 +34,8 @@ def _records(rng: random.Random) -> list[dict]:
         return {key: rng.random() for key in QUALITY_KEYS}
 
     return [{"loss": loss, "seed": seed, "sampler": "random", "epochs": rng.uniform(1, 9),
-             "images_per_second": rng.uniform(10, 900), "trained": metrics(), "untrained": metrics()}
+             "images_per_second": rng.uniform(10, 900), "trained": metrics(), "untrained": metrics(),
+             "normalised": loss == "contrastive"}
             for seed in range(3) for loss in ("nngk", "contrastive")]
 
 
@@ -58,6 +59,21 @@ def test_rows_are_mean_and_sample_std_over_seeds(seed):
     assert table.count("\n") == 5 and f"{rows['nngk']['recall@1']['mean']:.4f} ± " in table
 
 
+def test_untrained_rows_follow_whether_each_run_normalises(seed):
+    """NNGK with --normalise starts from the L2-normalised network, as the PML losses do;
+    the raw row then comes from the runs that do not normalise (here softmax)."""
+    records = _records(random.Random(seed))
+    for r in records:
+        r["loss"], r["normalised"] = ("nngk", True) if r["loss"] == "nngk" else ("softmax", False)
+    rows = {row["name"]: row for row in summary_rows(records)}
+    for name, loss in (("untrained", "softmax"), ("untrained, L2-normalised", "nngk")):
+        values = [r["untrained"]["recall@1"] for r in records if r["loss"] == loss]
+        assert rows[name]["recall@1"]["mean"] == pytest.approx(statistics.mean(values))
+    # With no unnormalised run there is no raw row.
+    only = [r for r in records if r["normalised"]]
+    assert [row["name"] for row in summary_rows(only)] == ["nngk", "untrained, L2-normalised"]
+
+
 def test_a_tiny_benchmark_trains_evaluates_and_writes_its_table(tree, tmp_path):
     out = tmp_path / "bench"
     summary = benchmark(["nngk", "contrastive"], seeds=2, minutes=0.005, data_dir=str(tree), out_dir=out,
@@ -66,6 +82,7 @@ def test_a_tiny_benchmark_trains_evaluates_and_writes_its_table(tree, tmp_path):
                                                         "untrained, L2-normalised"]
     assert all(row["recall@1"]["n"] == 2 for row in summary["rows"])
     assert all(r["images_per_second"] > 0 and r["epochs"] > 0 for r in summary["runs"])
+    assert [r["normalised"] for r in summary["runs"] if r["seed"] == 0] == [False, True]  # nngk, contrastive
     saved = json.loads((out / "bench_quality.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(summary["rows"]))
     assert summary_table(summary) in (out / "bench_quality.md").read_text()
