@@ -81,7 +81,8 @@ def main(argv=None) -> int:
                 results[name].append(run_once(checkout, flags[name], args.minutes, save_dir, seed))
                 print(f"  {name} seed {seed}: {results[name][-1]['images/s']:.0f} images/s", flush=True)
     rows = [{"code": name, "checkout": str(checkouts[name]),
-             "flags": " ".join(f for f in flags[name] if f not in ("--data_dir", args.data_dir)), "images/s (median)": statistics.median(r["images/s"] for r in runs),
+             "flags": " ".join(f for f in flags[name] if f not in ("--data_dir", args.data_dir)),
+             "images/s (median)": statistics.median(r["images/s"] for r in runs),
              "images/s (each run)": " ".join(f"{r['images/s']:.0f}" for r in runs),
              "epochs (median)": statistics.median(r["epochs"] for r in runs)} for name, runs in results.items()]
     ratio = rows[1]["images/s (median)"] / rows[0]["images/s (median)"]
