@@ -106,6 +106,12 @@ class TrainConfig:
     seed: int = _f(0, "random seed")
     progress: bool = _f(True, "progress bars", cli=False)
 
+    @property
+    def unit_embeddings(self) -> bool:
+        """Whether the network ends in an L2 normalisation: asked for with ``normalise``, or
+        a pytorch-metric-learning loss, which all measure distances between unit vectors."""
+        return self.normalise or self.loss in PML_LOSSES
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the flag of the first setting that cannot work."""
         for f in dataclasses.fields(self):

@@ -39,7 +39,7 @@ def build_parts(config: TrainConfig, num_classes: int, num_train: int, device: t
     ``weight_learning_rate`` for the kernel weights or proxies."""
     model = build_model(config.model, embedding_dim=config.embedding_dim, final_relu=config.final_relu,
                         dropout=config.dropout, pretrained=config.pretrained,
-                        normalise=config.normalise or config.loss in PML_LOSSES).to(device)
+                        normalise=config.unit_embeddings).to(device)
     model = model.to(memory_format=torch.channels_last)  # as EmbeddingNet takes its images
     weight_lr = config.weight_learning_rate or config.learning_rate
     if config.loss == "nngk":

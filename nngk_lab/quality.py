@@ -25,11 +25,10 @@ from typing import Sequence
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .baselines import PML_LOSSES
 from .checkpoint import atomic_write_text
 from .cli import train_main
 from .compare import load_metrics
-from .config import LOSSES
+from .config import LOSSES, config_from_dict
 from .errors import ConfigError
 from .progress import transient_progress
 
@@ -101,7 +100,7 @@ def run_record(save_dir: Path) -> dict:
     partial = evaluation.get("partial_epoch_steps", 0)
     images = evaluation["epochs"] * n + min(partial * batch, n)
     return {"loss": config["loss"], "seed": config["seed"], "sampler": config["sampler"],
-            "normalised": bool(config.get("normalise")) or config["loss"] in PML_LOSSES,
+            "normalised": config_from_dict(config).unit_embeddings,
             "epochs": evaluation["epochs"] + partial / steps_per_epoch,
             "images_per_second": images / max(evaluation["minutes"] * 60, 1e-9),
             "trained": metrics["trained"], "untrained": metrics["untrained"]}

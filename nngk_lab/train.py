@@ -166,7 +166,7 @@ class _Run:
                               config.sigma, split.num_trained, device, config.amp,
                               fused_kernel_nll if use_fused else kernel_nll, criterion=self.parts.criterion,
                               centre_momentum=config.centre_momentum if config.centres == "online" else None,
-                              unit_centres=config.normalise, batch_kernels=config.batch_kernels,
+                              unit_centres=config.unit_embeddings, batch_kernels=config.batch_kernels,
                               loss_share=distributed.loss_share if distributed.active() else None,
                               gather=distributed.gather_all if distributed.active() else None)
 
