@@ -33,13 +33,13 @@ from pathlib import Path
 import torch
 
 from nngk_lab import distributed
-from nngk_lab.bank import FeatureBank
-from nngk_lab.config import make_config
+from nngk_lab.kernel.bank import FeatureBank
+from nngk_lab.training.config import make_config
 from nngk_lab.device import available_cores
-from nngk_lab.loaders import RunImages, load_split
-from nngk_lab.parts import build_initial_parts
-from nngk_lab.step import TrainStep
-from nngk_lab.train import train
+from nngk_lab.training.loaders import RunImages, load_split
+from nngk_lab.training.parts import build_initial_parts
+from nngk_lab.training.step import TrainStep
+from nngk_lab.training.loop import train
 
 from .bench_step import write_images
 from .common import format_table, machine_summary

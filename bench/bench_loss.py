@@ -16,9 +16,9 @@ import argparse
 
 import torch
 
-from nngk_lab import loss as loss_module
+from nngk_lab.kernel import loss as loss_module
 from nngk_lab.device import available_cores
-from nngk_lab.loss import DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR, kernel_nll
+from nngk_lab.kernel.loss import DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR, kernel_nll
 
 from .common import best_times, format_table, machine_summary
 

@@ -23,11 +23,11 @@ import sys
 import time
 
 from bench.common import machine_summary
-from nngk_lab.checkpoint import atomic_write_text
-from nngk_lab.cli import Parser
-from nngk_lab.config import LOSSES
+from nngk_lab.files import atomic_write_text
+from nngk_lab.training.flags import Parser
+from nngk_lab.training.config import LOSSES
 from nngk_lab.errors import NNGKError
-from nngk_lab.quality import SUMMARY_NAME, benchmark, summary_table, write_summary
+from nngk_lab.evaluation.time_to_accuracy import SUMMARY_NAME, benchmark, summary_table, write_summary
 
 
 def _load() -> str:

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from nngk_lab.device import available_cores, cpu_description
-from nngk_lab.search import (GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR, faiss_search, nearest_neighbours, smallest,
-                             time_backends, torch_search)
-from nngk_lab.search_choice import cached_choice, choose_backend
+from nngk_lab.kernel.search import (GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR, faiss_search, nearest_neighbours,
+    smallest, time_backends, torch_search)
+from nngk_lab.kernel.search_choice import cached_choice, choose_backend
 
 from .common import (available_memory_bytes, best_times, current_rss_bytes, format_table, machine_summary,
                      peak_rss_bytes)

@@ -26,11 +26,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from nngk_lab.bank import embed
-from nngk_lab.search import nearest_neighbours
-from nngk_lab.data import ImageSamples, build_transforms, scan_image_folder
+from nngk_lab.kernel.bank import embed
+from nngk_lab.kernel.search import nearest_neighbours
+from nngk_lab.data.folders import ImageSamples, scan_image_folder
+from nngk_lab.data.transforms import build_transforms
 from nngk_lab.device import available_cores, default_workers
-from nngk_lab.models import build_model
+from nngk_lab.models.backbones import build_model
 
 from .common import best_times, format_table, machine_summary, training_step_parts
 

@@ -130,9 +130,9 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     """
     from torch import nn
 
-    from nngk_lab.bank import FeatureBank
-    from nngk_lab.loss import KernelWeights, kernel_nll
-    from nngk_lab.step import EPOCH_SUMS, TrainStep, add_to_sums
+    from nngk_lab.kernel.bank import FeatureBank
+    from nngk_lab.kernel.loss import KernelWeights, kernel_nll
+    from nngk_lab.training.step import EPOCH_SUMS, TrainStep, add_to_sums
 
     device = images.device
     g = torch.Generator(device=device).manual_seed(seed)

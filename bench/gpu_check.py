@@ -32,14 +32,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nngk_lab.bank import embed
-from nngk_lab.config import make_config
+from nngk_lab.kernel.bank import embed
+from nngk_lab.training.config import make_config
 from nngk_lab.device import available_cores, default_workers
-from nngk_lab.fused_loss import fused_kernel_nll, fused_loss_usable
-from nngk_lab.loss import kernel_nll
-from nngk_lab.models import build_model
-from nngk_lab.search import _auto_chunk_rows, nearest_neighbours
-from nngk_lab.train import train
+from nngk_lab.kernel.fused_loss import fused_kernel_nll, fused_loss_usable
+from nngk_lab.kernel.loss import kernel_nll
+from nngk_lab.models.backbones import build_model
+from nngk_lab.kernel.search import auto_chunk_rows, nearest_neighbours
+from nngk_lab.training.loop import train
 
 from .bench_distributed import ddp_one_process
 from .bench_step import write_images
@@ -312,7 +312,7 @@ def time_search(s: Sizes, device: torch.device, report: Report) -> None:
         centres = torch.randn(n, s.dim, device=device, generator=g)
         q = min(n, s.max_queries)
         queries, exclude = centres[:q], q == n
-        rows = _auto_chunk_rows(n, device)
+        rows = auto_chunk_rows(n, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
@@ -345,7 +345,8 @@ def time_search(s: Sizes, device: torch.device, report: Report) -> None:
 
 
 def time_loader_and_train(s: Sizes, device: torch.device, report: Report) -> None:
-    from nngk_lab.data import ImageSamples, build_transforms, scan_image_folder
+    from nngk_lab.data.folders import ImageSamples, scan_image_folder
+    from nngk_lab.data.transforms import build_transforms
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"

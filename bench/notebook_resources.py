@@ -26,8 +26,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a file: the checkout's nngk_lab, as the notebooks measured get
 
-from nngk_lab.device import available_cores  # noqa: E402
-from nngk_lab.notebook import fast_mode  # noqa: E402
+from nngk_lab.device import available_cores
+from nngk_lab.explore.notebook import fast_mode
 
 
 def run_notebook(path: Path, out_dir: Path, env: dict) -> tuple[float, float, float, float, int]:

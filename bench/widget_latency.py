@@ -13,7 +13,9 @@ import statistics
 import sys
 import time
 
-from nngk_lab import explore, notebook as nb, playground, viz, viz_playground, widgets
+from nngk_lab import explore, viz, widgets
+from nngk_lab.explore import notebook as nb
+from nngk_lab.viz import playground as viz_playground
 
 
 def median_ms(function, values) -> float:
@@ -29,14 +31,14 @@ def playground_rows(moves: int = 20) -> list[tuple[str, float]]:
     """Notebook 6's playground on its toy problem: the decision regions (recomputed when
     sigma, K or a weight moves), the figure, and whole slider moves; medians of ``moves``."""
     centres, labels = explore.toy_problem(num_classes=3, per_class=15, seed=0)
-    pg = playground.Playground(centres, labels)
-    view, weights = pg.view, playground.boosted_log_weights(len(centres), pg.centre.value, 0.0)
+    pg = widgets.Playground(centres, labels)
+    view, weights = pg.view, explore.boosted_log_weights(len(centres), pg.centre.value, 0.0)
     sigmas = [0.1 * 1.1 ** i for i in range(moves)]
     return [
         ("playground decision regions", median_ms(
-            lambda s: playground.decision_regions(pg.centres, labels, s, pg.k.value, weights), sigmas)),
+            lambda s: explore.decision_regions(pg.centres, labels, s, pg.k.value, weights), sigmas)),
         ("playground figure drawn to PNG", median_ms(
-            lambda _: viz.figure_png(viz_playground.playground_figure(view), dpi=widgets.PLOT_DPI), range(moves))),
+            lambda _: viz.figure_png(viz_playground.playground_figure(view), dpi=widgets.display.PLOT_DPI), range(moves))),
         ("playground sigma move (all of it)", median_ms(lambda s: setattr(pg.sigma, "value", s), sigmas)),
         ("playground query x move (all of it)", median_ms(lambda x: setattr(pg.x, "value", x),
                                                            [-1.05 + 0.1 * i for i in range(moves)])),

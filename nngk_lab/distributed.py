@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .decoded import MemoryBatches
+from .data.decoded import MemoryBatches
 from .device import resolve_device
 from .errors import ConfigError, DataError, DistributedError, NNGKError, first_line
 

@@ -1,249 +1,42 @@
-"""Evaluation: what the paper claims, measured the same way for every run.
-
-- **Classification** of test images of the trained classes: the kernel classifier (each
-  query's K nearest centres, argmax of the per-class kernel sums), plain 1-nearest-
-  neighbour, and for a softmax run its classifier head.
-- **Retrieval** on the held-out classes, never seen in training: Recall@K (a query is a
-  hit when at least one of its K nearest *other* images shares its class), MAP@R and NMI
-  (k-means with as many clusters as classes, from scikit-learn).
-
-Every neighbour search goes through :func:`nngk_lab.bank.nearest_neighbours` a chunk of
-queries at a time, so memory stays bounded (never an N x N matrix).
-
-:func:`evaluate_run` measures a saved run and, for comparison, the untrained network it
-started from, and writes ``metrics.json``; ``python -m nngk_lab.evaluate`` does the
-same from the command line.
-"""
+"""``python -m nngk_lab.evaluate``: measure a saved run
+(:func:`nngk_lab.evaluation.evaluate_run`), print the table and write ``metrics.json``."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
-import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
 
-import torch
-from torch import nn
-from tqdm.auto import tqdm
-
-from .bank import FeatureBank, embed
-from .checkpoint import atomic_write_text
-from .classify import classification_metrics
-from .errors import DataError
-from .loaders import eval_loaders, load_split
-from .parts import build_initial_parts
-from .runs import load_run
-from .search import _auto_chunk_rows, drop_self, nearest_neighbours
-
-RECALL_KS = (1, 2, 4, 8)
-METRICS_NAME = "metrics.json"
+from . import distributed
+from .device import resolve_device
+from .evaluation.run import METRICS_NAME, evaluate_run, format_metrics
+from .training.flags import Parser, report_errors
 
 
-# ---------------------------------------------------------------------------------------
-# Retrieval metrics
-
-
-def _check_retrieval_inputs(features: torch.Tensor, labels: torch.Tensor) -> None:
-    if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} "
-                         "must be (N, D) and (N,)")
-    if features.shape[0] < 2:
-        raise ValueError(f"retrieval needs at least 2 items, got {features.shape[0]}")
-
-
-def _neighbour_labels(features: torch.Tensor, labels: torch.Tensor, k: int, chunk_size: int | None,
-                      progress: bool, desc: str) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield ``(rows, labels of the k nearest other items of each query in rows)``, a
-    chunk of queries at a time, nearest first.
-
-    Each chunk asks :func:`nearest_neighbours` for k + 1 neighbours and
-    :func:`nngk_lab.bank.drop_self` removes the query itself, so the output of one chunk
-    (rows, k) is never larger than the search's own (rows, N) distance block.
-    """
-    n = features.shape[0]
-    labels = labels.to(features.device)
-    rows = chunk_size or _auto_chunk_rows(n, features.device)
-    for start in tqdm(range(0, n, rows), desc=desc, disable=not progress, leave=False):
-        stop = min(start + rows, n)
-        _, idx = drop_self(*nearest_neighbours(features[start:stop], features, k + 1, chunk_size=rows), start)
-        yield slice(start, stop), labels[idx]
-
-
-def recall_at_k(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = RECALL_KS,
-                chunk_size: int | None = None, progress: bool = False) -> dict[int, float]:
-    """Recall@K for each K in ``ks``: the share of queries with at least one item of their
-    own class among their K nearest *other* items (squared Euclidean distance).
-
-    Every item is a query and every other item is in the database. A query whose class
-    has no other item can never hit and still counts (the standard definition).
-    """
-    _check_retrieval_inputs(features, labels)
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1 or ks[-1] > features.shape[0] - 1:
-        raise ValueError(f"each K must be in 1..{features.shape[0] - 1} (items - 1), got {ks}")
-    hits = torch.zeros(len(ks), dtype=torch.float64)
-    for rows, neighbour_labels in _neighbour_labels(features, labels, ks[-1], chunk_size, progress, "recall@K"):
-        same = neighbour_labels == labels[rows].to(neighbour_labels.device).unsqueeze(1)
-        hit_within = same.cumsum(1) > 0  # hit_within[:, j]: a match among the first j + 1
-        hits += hit_within[:, [k - 1 for k in ks]].sum(0).double().cpu()
-    return {k: float(h) / features.shape[0] for k, h in zip(ks, hits)}
-
-
-def map_at_r(features: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None,
-             progress: bool = False) -> float:
-    """MAP@R (Musgrave et al., "A Metric Learning Reality Check", 2020).
-
-    For a query whose class has R other items, take its R nearest other items; its score
-    is ``(1/R) * sum_{i<=R} P(i) * rel(i)``, where rel(i) says whether the i-th is of its
-    class and P(i) is the precision among the first i. MAP@R is the mean over queries;
-    queries whose class has no other item (R = 0) are left out. NaN if every query is.
-    """
-    _check_retrieval_inputs(features, labels)
-    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    r_all = (counts[inverse] - 1).to(features.device)
-    r_max = int(r_all.max())
-    if r_max == 0:
-        return float("nan")
-    ranks = torch.arange(1, r_max + 1, device=features.device, dtype=torch.float64)
-    total, valid = 0.0, int((r_all > 0).sum())
-    for rows, neighbour_labels in _neighbour_labels(features, labels, r_max, chunk_size, progress, "MAP@R"):
-        r = r_all[rows]
-        same = neighbour_labels == labels[rows].to(neighbour_labels.device).unsqueeze(1)
-        relevant = (same & (ranks <= r.unsqueeze(1))).double()
-        precision = relevant.cumsum(1) / ranks
-        total += float(((precision * relevant).sum(1) / r.clamp_min(1)).sum())  # R = 0 rows add 0
-    return total / valid
-
-
-def nmi(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, n_init: int = 3) -> float:
-    """Normalised mutual information between the labels and a k-means clustering of the
-    features into as many clusters as there are classes (scikit-learn's ``KMeans``,
-    ``n_init`` k-means++ starts from ``seed``; arithmetic-mean normalisation)."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import normalized_mutual_info_score
-
-    _check_retrieval_inputs(features, labels)
-    labels = labels.cpu().numpy()
-    num_clusters = len(set(labels.tolist()))
-    clusters = KMeans(n_clusters=num_clusters, n_init=n_init, random_state=seed).fit_predict(
-        features.detach().float().cpu().numpy())
-    return float(normalized_mutual_info_score(labels, clusters))
-
-
-def retrieval_metrics(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = RECALL_KS,
-                      seed: int = 0, chunk_size: int | None = None, progress: bool = False) -> dict[str, float]:
-    """Recall@K (for the K in ``ks`` that are below the number of items), MAP@R and NMI,
-    as ``{"recall@1": ..., "map@r": ..., "nmi": ...}``.
-
-    With fewer than two classes every neighbour shares the query's class, so each measure
-    would be a perfect 1.0 whatever the features: they are NaN instead, with a warning.
-    """
-    _check_retrieval_inputs(features, labels)
-    ks = [k for k in ks if k <= features.shape[0] - 1]
-    if labels.unique().numel() < 2:
-        warnings.warn("retrieval needs at least 2 classes to mean anything, but all images are of one class; "
-                      "Recall@K, MAP@R and NMI are NaN (hold out more classes: a smaller --num_classes)",
-                      stacklevel=2)
-        return {**{f"recall@{k}": float("nan") for k in ks}, "map@r": float("nan"), "nmi": float("nan")}
-    result = {f"recall@{k}": v for k, v in recall_at_k(features, labels, ks, chunk_size, progress).items()}
-    result["map@r"] = map_at_r(features, labels, chunk_size, progress)
-    result["nmi"] = nmi(features, labels, seed)
-    return result
-
-
-# ---------------------------------------------------------------------------------------
-# A saved run
-
-
-def _network_metrics(config, split, model, bank, kernel_weights, head, loaders, device, progress: bool,
-                     name: str) -> dict[str, float]:
-    """Classification on the test images and retrieval on the held-out images for one
-    network (``bank`` must hold its embeddings of the training images)."""
-    result = {}
-    if split.test:
-        queries, labels = embed(model, loaders["test"], device, progress, desc=f"{name}: test images")
-        log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None else None
-        result = classification_metrics(queries, labels, bank, log_weights, config.sigma, config.num_neighbours,
-                                        split.num_trained, head)
-        # The method's own classifier: the kernel sums for NNGK, the head for softmax, and
-        # 1-NN on the embedding for the pytorch-metric-learning losses.
-        own = "softmax_accuracy" if head is not None else \
-            "kernel_accuracy" if config.loss == "nngk" else "nearest_neighbour_accuracy"
-        result = {"accuracy": result[own], **result}
-    if len(split.heldout) >= 2:
-        features, labels = embed(model, loaders["heldout"], device, progress, desc=f"{name}: held-out images")
-        result.update(retrieval_metrics(features, labels, seed=config.seed, progress=progress))
-    return result
-
-
-def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -> dict:
-    """Measure a saved run and the untrained network it started from; write
-    ``save_dir/metrics.json`` and return the same dict.
-
-    The data are the run's own (``data_dir`` overrides the folder, e.g. when the run was
-    trained on another machine; None uses the run's, and a run without one used the
-    embedded digits), split exactly as in training. The untrained network is rebuilt
-    with the run's seed by :func:`nngk_lab.parts.build_initial_parts`, as training
-    started; its bank is computed from the training images, with all kernel weights 1.
-    """
-    save_dir = Path(save_dir)
-    device = torch.device(device)
-    run = load_run(save_dir, device)
-    config = dataclasses.replace(run.config, progress=progress,
-                                 data_dir=str(data_dir) if data_dir is not None else run.config.data_dir)
-    split = load_split(config)
-    if split.classes != run.classes:
-        raise DataError(f"{save_dir} was trained on classes {run.classes[:3]}... ({len(run.classes)}), "
-                        f"but the data folder has {split.classes[:3]}... ({len(split.classes)})")
-    loaders = eval_loaders(config, split, device)
-
-    def embed_bank(model: nn.Module, name: str) -> FeatureBank:  # classification needs no neighbour lists
-        return FeatureBank(*embed(model, loaders["train"], device, progress, desc=f"{name}: training images"))
-
-    # A finished run's bank is its final model's; one stopped early may be stale.
-    bank = run.bank if run.finished else embed_bank(run.model, "trained")
-    trained = _network_metrics(config, split, run.model, bank, run.kernel_weights, run.head, loaders, device,
-                               progress, "trained")
-
-    # The initial weights are drawn on the CPU; fork_rng leaves the caller's generator as it was.
-    with torch.random.fork_rng(devices=[]):
-        initial = build_initial_parts(config, split.num_trained, len(split.train), device)
-    untrained = _network_metrics(config, split, initial.model, embed_bank(initial.model, "untrained"),
-                                 initial.kernel_weights, initial.head, loaders, device, progress, "untrained")
-
-    metrics = {
-        "save_dir": str(save_dir), "loss": config.loss, "model": config.model,
-        "data_dir": config.data_dir, "classes": len(split.classes), "trained_classes": split.num_trained,
-        "train_images": len(split.train), "test_images": len(split.test), "heldout_images": len(split.heldout),
-        "epochs": len(run.history), "finished": run.finished,
-        "trained": trained, "untrained": untrained,
-    }
-    atomic_write_text(json.dumps(metrics, indent=2), save_dir / METRICS_NAME)
-    return metrics
-
-
-def format_metrics(metrics: dict) -> str:
-    """The trained and untrained networks' numbers side by side, as a text table."""
-    trained, untrained = metrics["trained"], metrics["untrained"]
-    names = list(dict.fromkeys([*trained, *untrained]))
-    lines = [f"{metrics['loss']} run in {metrics['save_dir']}: {metrics['classes']} classes, "
-             f"trained on {metrics['trained_classes']} ({metrics['train_images']} images); "
-             f"{metrics['test_images']} test images, {metrics['heldout_images']} held-out images",
-             f"  {'metric':28s} {'trained':>9s} {'untrained':>9s} {'gain':>8s}"]
-    for name in names:
-        a, b = trained.get(name), untrained.get(name)
-        gain = f"{a - b:+8.4f}" if a is not None and b is not None else f"{'-':>8s}"
-        lines.append(f"  {name:28s} {_cell(a):>9s} {_cell(b):>9s} {gain}")
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def main(argv=None) -> int:
+    """``python -m nngk_lab.evaluate``."""
+    parser = Parser(
+        prog="python -m nngk_lab.evaluate",
+        description="Evaluate a trained run and its untrained starting point: classification accuracy on "
+                    "test images of the trained classes, and Recall@K, MAP@R and NMI on the held-out "
+                    f"classes. Prints a table and writes SAVE_DIR/{METRICS_NAME}. Under torchrun only process 0 "
+                    "evaluates (the others exit at once), with the same numbers as a single process.")
+    parser.add_argument("--save_dir", required=True, help="folder of a run written by python -m nngk_lab.train")
+    parser.add_argument("--data_dir", help="the run's data folder, if it has moved (default: the one it "
+                                           "was trained on; the embedded digits if none)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--gpu_id", type=int, help="evaluate on this GPU")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if not distributed.is_writer():
+        return 0
+    metrics = report_errors(lambda: evaluate_run(args.save_dir, args.data_dir, resolve_device(args.device, args.gpu_id),
+                                             progress=not args.no_progress))
+    if metrics is None:
+        return 2
+    print(format_metrics(metrics))
+    print(f"written to {Path(args.save_dir) / METRICS_NAME}")
+    return 0
 
 
 if __name__ == "__main__":
-    from .cli import evaluate_main
-
-    sys.exit(evaluate_main())
+    sys.exit(main())

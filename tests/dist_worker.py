@@ -18,7 +18,9 @@ import sys
 
 import torch
 
-from nngk_lab import cli, parts, train
+from nngk_lab.training import loop as train
+from nngk_lab import train as cli
+from nngk_lab.training import parts
 
 
 def _signal_hook(rank: int, step: int, name: str):
@@ -56,7 +58,7 @@ def main() -> int:
             torch.save(weights, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
             return result
         cli.train = train_and_keep
-    return cli.train_main(sys.argv[1:])
+    return cli.main(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nngk_lab.explore import Embeddings
+from nngk_lab.explore.embeddings import Embeddings
 
 
 def write_images(folder, n: int, seed: int) -> list[str]:

@@ -8,12 +8,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from nngk_lab.bank import FeatureBank, embed
-from nngk_lab.search import drop_self, nearest_neighbours
-from nngk_lab.checkpoint import atomic_save
-from nngk_lab.data import ImageSamples
+from nngk_lab.kernel.bank import FeatureBank, embed
+from nngk_lab.kernel.search import drop_self, nearest_neighbours
+from nngk_lab.files import atomic_save
+from nngk_lab.data.folders import ImageSamples
 from nngk_lab.errors import CheckpointError
-from nngk_lab.search import GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR, smallest
+from nngk_lab.kernel.search import GROUPED_TOPK_MIN_CENTRES_PER_NEIGHBOUR, smallest
 
 
 def brute_force_sq_dists(queries, centres, exclude_self=False):

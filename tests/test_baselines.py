@@ -11,19 +11,19 @@ import math
 import pytest
 import torch
 
-from nngk_lab import evaluate as evaluate_module
-from nngk_lab.baselines import PML_LOSSES, BaselineLoss, in_batch_nearest_neighbour, pair_members
-from nngk_lab.bank import embed
-from nngk_lab.checkpoint import safe_load
-from nngk_lab.cli import train_main
-from nngk_lab.compare import comparison_table
-from nngk_lab.config import make_config
+from nngk_lab.evaluation import run as evaluate_module
+from nngk_lab.models.baselines import PML_LOSSES, BaselineLoss, in_batch_nearest_neighbour, pair_members
+from nngk_lab.kernel.bank import embed
+from nngk_lab.files import safe_load
+from nngk_lab.train import main as train_main
+from nngk_lab.evaluation.compare import comparison_table
+from nngk_lab.training.config import make_config
 from nngk_lab.errors import ConfigError
-from nngk_lab.evaluate import evaluate_run
-from nngk_lab.loaders import eval_loaders, load_split
-from nngk_lab.loss import kernel_nll
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
-from nngk_lab.train import train
+from nngk_lab.evaluation.run import evaluate_run
+from nngk_lab.training.loaders import eval_loaders, load_split
+from nngk_lab.kernel.loss import kernel_nll
+from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
+from nngk_lab.training.loop import train
 
 from test_reliability_resume import _signal_at_steps
 from tiny_tree import history_without_time, make_tree, one_thread, same_tensors, tiny_argv, tiny_config  # noqa: F401

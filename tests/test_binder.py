@@ -74,7 +74,7 @@ def test_offline_build_falls_back_to_the_digits_and_the_notebooks_say_why(tmp_pa
     started = subprocess.run(["binder/start", "env"], cwd=ROOT, env={**env, "NNGK_DATASET": ""},
                              capture_output=True, text=True, timeout=60)
     assert "NNGK_DATASET=cifar100" in started.stdout.splitlines()
-    from nngk_lab import notebook as nb
+    from nngk_lab.explore import notebook as nb
 
     monkeypatch.setenv("NNGK_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("NNGK_DATASET", "cifar100")

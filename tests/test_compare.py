@@ -8,12 +8,13 @@ import random
 import pytest
 from matplotlib.figure import Figure
 
-from nngk_lab import compare
-from nngk_lab.cli import compare_main
+from nngk_lab.evaluation import compare
+from nngk_lab.viz.compare import comparison_figure
+from nngk_lab.compare import main as compare_main
 from nngk_lab.errors import CheckpointError
-from nngk_lab.evaluate import METRICS_NAME
-from nngk_lab.config import make_config
-from nngk_lab.train import train
+from nngk_lab.evaluation.run import METRICS_NAME
+from nngk_lab.training.config import make_config
+from nngk_lab.training.loop import train
 
 from tiny_runs import TINY, write_tree
 
@@ -64,7 +65,7 @@ def test_missing_metric_is_a_dash_and_no_bar(saved):
     del saved[1]["trained"]["nmi"]
     assert compare.comparison_rows(saved)[2][-1] is None
     assert compare.comparison_table(saved, markdown=True).splitlines()[4].endswith("| - |")
-    compare.comparison_figure(saved)  # draws without the value
+    comparison_figure(saved)  # draws without the value
 
 
 def test_clashing_folder_names_use_whole_paths(saved, tmp_path):
@@ -73,7 +74,7 @@ def test_clashing_folder_names_use_whole_paths(saved, tmp_path):
 
 
 def test_figure_has_a_bar_per_run_and_metric(saved):
-    fig = compare.comparison_figure(saved)
+    fig = comparison_figure(saved)
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert len(ax.patches) == len(saved) * len(KEYS)

@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nngk_lab.data import (ImageSamples, build_transforms, export_digits, load_rgb, scan_image_folder,
-                           split_samples)
+from nngk_lab.data.folders import ImageSamples, load_rgb, scan_image_folder
+from nngk_lab.data.transforms import build_transforms
+from nngk_lab.data.digits import export_digits
+from nngk_lab.data.split import split_samples
 from nngk_lab.errors import DataError
 
 
@@ -227,12 +229,10 @@ def test_load_rgb_errors_and_image_samples(tmp_path):
 
 
 def test_data_command_line_info_and_error(messy_tree, tmp_path, capsys):
-    from nngk_lab.data import main
+    from nngk_lab.datasets import main
 
-    main(["--info", str(messy_tree)])
+    assert main(["info", str(messy_tree)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == ["ant\t3", "class_10\t1", "class_2\t1", "zebra\t2", "4 classes, 7 images"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--info", str(tmp_path / "nowhere")])
-    assert exit_info.value.code == 2
+    assert main(["info", str(tmp_path / "nowhere")]) == 2
     assert re.fullmatch(r"error: data folder .* does not exist\n", capsys.readouterr().err)

@@ -12,9 +12,10 @@ from PIL import Image
 
 import dataset_fakes as fakes
 from nngk_lab import datasets
-from nngk_lab.data import scan_image_folder
+from nngk_lab.data import release_tree as prepare_module
+from nngk_lab.data.folders import scan_image_folder
 from nngk_lab.errors import DataError
-from nngk_lab.sources import RELEASES
+from nngk_lab.data.releases import RELEASES
 
 
 @pytest.fixture(autouse=True)
@@ -61,12 +62,12 @@ def test_prepare_writes_the_standard_split_with_readable_names(name, tmp_path, t
     assert datasets.main(["prepare", name, "--source", str(fake.source), "--out", str(out), "--no_progress"]) == 0
     classes, samples = scan_image_folder(out)
     assert classes == fake.folders and len(samples) == fake.images
-    manifest = datasets.read_manifest(out)
+    manifest = prepare_module.read_manifest(out)
     assert manifest["trained_classes"] == fake.num_trained and manifest["classes"] == len(fake.folders)
     printed = capsys.readouterr().out
     assert f"--data_dir {out} --save_dir runs/{name} --num_classes {fake.num_trained}" in printed
-    assert ("--test_fraction 0" in printed) == (name in datasets.PAPER_DATASETS)
-    assert not any(p.name.startswith(".") and p.name != datasets.MANIFEST for p in out.iterdir())
+    assert ("--test_fraction 0" in printed) == (name in prepare_module.PAPER_DATASETS)
+    assert not any(p.name.startswith(".") and p.name != prepare_module.MANIFEST for p in out.iterdir())
     assert not list(tmp_path.glob(".*partial*"))
     for path, _ in samples:
         Image.open(path).verify()
@@ -78,7 +79,7 @@ def test_cifar_images_keep_their_pixels(tmp_path, torchvision_checksums):
     from torchvision.datasets import CIFAR100
 
     fake = make_fake("cifar100", tmp_path / "source", torchvision_checksums)
-    datasets.prepare("cifar100", tmp_path / "tree", fake.source, progress=False)
+    prepare_module.prepare("cifar100", tmp_path / "tree", fake.source, progress=False)
     original = CIFAR100(str(fake.source), train=False)
     written = np.asarray(Image.open(tmp_path / "tree" / "003_bear" / "test_00003.png"))
     assert original.targets[3] == 3 and np.array_equal(written, original.data[3])
@@ -86,11 +87,11 @@ def test_cifar_images_keep_their_pixels(tmp_path, torchvision_checksums):
 
 def test_cub_from_its_tgz_moves_the_extracted_files_and_leaves_nothing_else(tmp_path):
     fake = fakes.make_cub_tgz(tmp_path)
-    prepared = datasets.prepare("cub200", tmp_path / "tree", fake.source, progress=False)
+    prepared = prepare_module.prepare("cub200", tmp_path / "tree", fake.source, progress=False)
     classes, samples = scan_image_folder(prepared.root)
     assert classes == fake.folders and len(samples) == fake.images
     assert all(os.stat(p).st_nlink == 1 for p, _ in samples)
-    assert sorted(p.name for p in prepared.root.iterdir()) == sorted([datasets.MANIFEST, *fake.folders])
+    assert sorted(p.name for p in prepared.root.iterdir()) == sorted([prepare_module.MANIFEST, *fake.folders])
 
 
 @pytest.mark.parametrize("form", ["parent", "folder", "renamed"])
@@ -99,7 +100,7 @@ def test_cub_source_may_be_the_folder_its_parent_or_a_renamed_copy(form, tmp_pat
     source = {"parent": fake.source, "folder": fake.source / "CUB_200_2011"}.get(form)
     if form == "renamed":
         source = (fake.source / "CUB_200_2011").rename(tmp_path / "birds")
-    prepared = datasets.prepare("cub200", tmp_path / "tree", source, progress=False)
+    prepared = prepare_module.prepare("cub200", tmp_path / "tree", source, progress=False)
     assert scan_image_folder(prepared.root)[0] == fake.folders
     assert all(not p.is_symlink() for p in prepared.root.rglob("*"))  # no links into the staging folder
 
@@ -111,7 +112,7 @@ def test_symbolic_links_where_hard_links_fail(tmp_path, monkeypatch):
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", no_hard_links)
-    prepared = datasets.prepare("cub200", tmp_path / "tree", fake.source / "CUB_200_2011", progress=False)
+    prepared = prepare_module.prepare("cub200", tmp_path / "tree", fake.source / "CUB_200_2011", progress=False)
     files = [p for p in prepared.root.rglob("*.jpg")]
     assert files and all(p.is_symlink() and p.resolve().is_file() for p in files)
     assert prepared.manifest["files"] == "symbolic links"
@@ -119,7 +120,7 @@ def test_symbolic_links_where_hard_links_fail(tmp_path, monkeypatch):
 
 def test_per_class_keeps_the_first_images_of_each_class(tmp_path):
     fake = fakes.make_cub(tmp_path / "dl")
-    prepared = datasets.prepare("cub200", tmp_path / "tree", fake.source, per_class=2, progress=False)
+    prepared = prepare_module.prepare("cub200", tmp_path / "tree", fake.source, per_class=2, progress=False)
     _, samples = scan_image_folder(prepared.root)
     assert len(samples) == 2 * len(fake.folders)
     assert sorted(p.name for p in (prepared.root / "000_Black_footed_Albatross").iterdir()) == [
@@ -130,15 +131,15 @@ def test_prepare_again_is_a_no_op_and_refuses_another_source(tmp_path):
     fake = fakes.make_cub(tmp_path / "dl")
     other = fakes.make_cub(tmp_path / "other")
     out = tmp_path / "tree"
-    datasets.prepare("cub200", out, fake.source, progress=False)
-    stamp = (out / datasets.MANIFEST).stat().st_mtime_ns
-    again = datasets.prepare("cub200", out, fake.source, progress=False)
-    assert again.already and (out / datasets.MANIFEST).stat().st_mtime_ns == stamp
+    prepare_module.prepare("cub200", out, fake.source, progress=False)
+    stamp = (out / prepare_module.MANIFEST).stat().st_mtime_ns
+    again = prepare_module.prepare("cub200", out, fake.source, progress=False)
+    assert again.already and (out / prepare_module.MANIFEST).stat().st_mtime_ns == stamp
     for kwargs, words in ((dict(name="cub200", source=other.source), "already holds cub200 prepared from"),
                           (dict(name="cub200", source=fake.source, per_class=1), "per_class None"),
                           (dict(name="sop", source=fake.source), "already holds cub200")):
         with pytest.raises(DataError, match=words):
-            datasets.prepare(out=out, progress=False, **kwargs)
+            prepare_module.prepare(out=out, progress=False, **kwargs)
 
 
 def test_out_holding_something_else_is_refused_and_an_empty_one_is_used(tmp_path):
@@ -146,15 +147,15 @@ def test_out_holding_something_else_is_refused_and_an_empty_one_is_used(tmp_path
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="is not a tree prepared by nngk_lab"):
-        datasets.prepare("cub200", tmp_path / "busy", fake.source, progress=False)
+        prepare_module.prepare("cub200", tmp_path / "busy", fake.source, progress=False)
     (tmp_path / "empty").mkdir()
-    assert datasets.prepare("cub200", tmp_path / "empty", fake.source, progress=False).manifest["images"] == 12
+    assert prepare_module.prepare("cub200", tmp_path / "empty", fake.source, progress=False).manifest["images"] == 12
 
 
 def test_an_interrupted_prepare_leaves_no_tree_and_the_next_one_completes(tmp_path, monkeypatch):
     fake = fakes.make_cub(tmp_path / "dl")
     out = tmp_path / "tree"
-    place, calls = datasets._place, []
+    place, calls = prepare_module._place, []
 
     def interrupted(*args):
         calls.append(1)
@@ -162,14 +163,14 @@ def test_an_interrupted_prepare_leaves_no_tree_and_the_next_one_completes(tmp_pa
             raise KeyboardInterrupt
         return place(*args)
 
-    monkeypatch.setattr(datasets, "_place", interrupted)
+    monkeypatch.setattr(prepare_module, "_place", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        datasets.prepare("cub200", out, fake.source, progress=False)
+        prepare_module.prepare("cub200", out, fake.source, progress=False)
     assert not out.exists() and not list(tmp_path.glob(".tree*"))
-    monkeypatch.setattr(datasets, "_place", place)
+    monkeypatch.setattr(prepare_module, "_place", place)
     # A prepare killed outright (SIGKILL) leaves its hidden temporary folder: it is replaced.
     (tmp_path / ".tree.partial" / "000_Black_footed_Albatross").mkdir(parents=True)
-    prepared = datasets.prepare("cub200", out, fake.source, progress=False)
+    prepared = prepare_module.prepare("cub200", out, fake.source, progress=False)
     assert not prepared.already and len(scan_image_folder(out)[1]) == fake.images
     assert not (tmp_path / ".tree.partial").exists()
 
@@ -196,7 +197,7 @@ def test_download_without_source_goes_to_the_data_folder(tmp_path, capsys, monke
 
 def test_download_of_a_release_already_there_needs_no_network(tmp_path, torchvision_checksums):
     fake = make_fake("cifar100", tmp_path / "source", torchvision_checksums)
-    prepared = datasets.prepare("cifar100", tmp_path / "tree", fake.source, download=True, progress=False)
+    prepared = prepare_module.prepare("cifar100", tmp_path / "tree", fake.source, download=True, progress=False)
     assert prepared.manifest["images"] == fake.images
 
 
@@ -239,7 +240,7 @@ def test_missing_images_and_a_failed_checksum_are_named(tmp_path, capsys, monkey
 
 def test_unknown_name_and_list(capsys):
     with pytest.raises(DataError, match="unknown dataset 'mnist'"):
-        datasets.prepare("mnist", "/tmp/x", "/tmp")
+        prepare_module.prepare("mnist", "/tmp/x", "/tmp")
     assert datasets.main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in RELEASES)

@@ -9,8 +9,9 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from nngk_lab.data import ImageSamples, build_transforms, load_rgb
-from nngk_lab.decoded import DecodedImages, EpochAugmentation, MemoryBatches, in_batches
+from nngk_lab.data.folders import ImageSamples, load_rgb
+from nngk_lab.data.transforms import build_transforms
+from nngk_lab.data.decoded import DecodedImages, EpochAugmentation, MemoryBatches, in_batches
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
 

@@ -19,16 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from nngk_lab import parts as parts_module
-from nngk_lab import train as train_module
-from nngk_lab.bank import FeatureBank
-from nngk_lab.checkpoint import safe_load
-from nngk_lab.cli import evaluate_main
+from nngk_lab.training import parts as parts_module
+from nngk_lab.training import loop as train_module
+from nngk_lab.kernel.bank import FeatureBank
+from nngk_lab.files import safe_load
+from nngk_lab.evaluate import main as evaluate_main
 from nngk_lab.errors import ConfigError
-from nngk_lab.evaluate import METRICS_NAME
-from nngk_lab.loaders import RunImages, load_split
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run, run_lock
-from nngk_lab.train import train
+from nngk_lab.evaluation.run import METRICS_NAME
+from nngk_lab.training.loaders import RunImages, load_split
+from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run, run_lock
+from nngk_lab.training.loop import train
 
 from bench.bench_distributed import free_port, launch, torchrun_variables
 from tiny_tree import make_tree, subprocess_env, tiny_argv, tiny_config

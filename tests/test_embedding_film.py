@@ -7,11 +7,12 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from nngk_lab import embedding_film, viz_film
+from nngk_lab.explore import film as embedding_film
+from nngk_lab.viz import film as viz_film
 from nngk_lab.errors import CheckpointError
-from nngk_lab.config import make_config
-from nngk_lab.runs import load_run
-from nngk_lab.train import train
+from nngk_lab.training.config import make_config
+from nngk_lab.training.runs import load_run
+from nngk_lab.training.loop import train
 from tiny_runs import TINY, write_tree
 
 

@@ -10,14 +10,16 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from nngk_lab import evaluate as ev
-from nngk_lab.cli import evaluate_main
-from nngk_lab.bank import FeatureBank
-from nngk_lab.checkpoint import atomic_save, safe_load
+from nngk_lab import evaluation as ev
+from nngk_lab.kernel.classify import classification_metrics
+from nngk_lab.kernel.search import nearest_neighbours
+from nngk_lab.evaluate import main as evaluate_main
+from nngk_lab.kernel.bank import FeatureBank
+from nngk_lab.files import atomic_save, safe_load
 from nngk_lab.errors import DataError
-from nngk_lab.config import make_config
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME
-from nngk_lab.train import train
+from nngk_lab.training.config import make_config
+from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME
+from nngk_lab.training.loop import train
 
 from tiny_runs import TINY, write_tree
 
@@ -156,13 +158,13 @@ def test_bad_inputs_raise():
 
 def test_retrieval_never_searches_more_than_a_chunk_of_queries(monkeypatch):
     calls = []
-    search = ev.nearest_neighbours
+    search = nearest_neighbours
 
     def recording_search(queries, centres, k, **kwargs):
         calls.append((queries.shape[0], centres.shape[0], k))
         return search(queries, centres, k, **kwargs)
 
-    monkeypatch.setattr(ev, "nearest_neighbours", recording_search)
+    monkeypatch.setattr(ev.metrics, "nearest_neighbours", recording_search)
     g, _ = fresh_generator()
     features, labels = random_problem(g, n=50)
     ev.recall_at_k(features, labels, chunk_size=8)
@@ -204,7 +206,7 @@ def test_classification_metrics_match_naive_reference(k):
     log_weights = 0.5 * torch.randn(30, generator=g, dtype=torch.float64)
     head = torch.nn.Linear(3, 3).double()
     bank = FeatureBank(centres, centre_labels)
-    result = ev.classification_metrics(queries, labels, bank, log_weights, 1.5, k, 3, head)
+    result = classification_metrics(queries, labels, bank, log_weights, 1.5, k, 3, head)
     kernel = naive_kernel_predict(queries, centres, centre_labels, log_weights, 1.5, k, 3)
     one_nn = centre_labels[torch.cdist(queries, centres).argmin(1)]
     with torch.no_grad():
@@ -212,7 +214,7 @@ def test_classification_metrics_match_naive_reference(k):
     assert result["kernel_accuracy"] == pytest.approx(float((kernel == labels).double().mean())), seed
     assert result["nearest_neighbour_accuracy"] == pytest.approx(float((one_nn == labels).double().mean())), seed
     assert result["softmax_accuracy"] == pytest.approx(float((softmax == labels).double().mean())), seed
-    no_weights = ev.classification_metrics(queries, labels, bank, None, 1.5, k, 3)
+    no_weights = classification_metrics(queries, labels, bank, None, 1.5, k, 3)
     assert "softmax_accuracy" not in no_weights
     kernel = naive_kernel_predict(queries, centres, centre_labels, torch.zeros(30), 1.5, k, 3)
     assert no_weights["kernel_accuracy"] == pytest.approx(float((kernel == labels).double().mean())), seed

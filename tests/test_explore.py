@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from nngk_lab.kernel.classify import kernel_predict_log_probs
 from nngk_lab import explore
 from notebook_fixtures import make_embeddings, naive_kernel_probs
 
@@ -22,7 +23,7 @@ def test_kernel_probabilities_match_naive(sigma, k, seed):
     labels = torch.randint(0, 3, (30,), generator=g)
     log_w = torch.randn(30, generator=g, dtype=torch.float64)
     points = 3 * torch.randn(6, 2, generator=g, dtype=torch.float64)
-    got = explore.kernel_probabilities(points, centres, labels, sigma, k, 3, log_w)
+    got = kernel_predict_log_probs(points, centres, labels, sigma, k, 3, log_w).exp()
     for p, row in zip(points, got):
         torch.testing.assert_close(row, naive_kernel_probs(p, centres, labels, log_w, sigma, k, 3))
     assert torch.isfinite(got).all()
@@ -80,7 +81,7 @@ def test_test_time_sweep_grid_and_cache(emb, tmp_path, monkeypatch):
     nearest = [min(float(((q - c) ** 2).sum()) for c in emb.train) for q in emb.test.double()]
     assert sweep["median_nearest_distance"] == pytest.approx(float(torch.tensor(nearest).median()) ** 0.5, rel=1e-4)
     # the second call reads the cache instead of computing
-    monkeypatch.setattr(explore, "test_accuracy", lambda *a: pytest.fail("recomputed despite the cache"))
+    monkeypatch.setattr(explore.sweeps, "test_accuracy", lambda *a: pytest.fail("recomputed despite the cache"))
     assert explore.test_time_sweep(emb, sigmas, ks, cache_path=tmp_path / "sweep.pt") == sweep
 
 
@@ -111,7 +112,7 @@ def test_toy_problem_is_seeded():
 
 
 def test_classify_reuses_sorted_neighbours_and_falls_back_beyond_them(tmp_path, seed, monkeypatch):
-    monkeypatch.setattr(explore, "SORTED_NEIGHBOURS", 8)
+    monkeypatch.setattr(explore.embeddings, "SORTED_NEIGHBOURS", 8)
     emb = make_embeddings(tmp_path, seed=seed)
     assert emb.sorted_test_neighbours()[1].shape == (len(emb.test), 8)
     for k in (3, 8, 20):  # 20 > 8: through kernel_predict_log_probs

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from nngk_lab import fused_loss
-from nngk_lab import train as training
-from nngk_lab.fused_loss import MAX_NEIGHBOURS, fused_kernel_nll, fused_loss_usable
-from nngk_lab.loss import class_log_probs, kernel_nll, neighbour_logits
-from nngk_lab.config import make_config
+from nngk_lab.kernel import fused_loss
+from nngk_lab.training import loop as training
+from nngk_lab.kernel.fused_loss import MAX_NEIGHBOURS, fused_kernel_nll, fused_loss_usable
+from nngk_lab.kernel.loss import class_log_probs, kernel_nll, neighbour_logits
+from nngk_lab.training.config import make_config
 from test_loss import EPS, _reference, random_problem, reference_nll, rounding_tolerance
 from test_loss_paths import reference_logits
 from tiny_runs import TINY, write_tree

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from nngk_lab.search import nearest_neighbours
-from nngk_lab.loss import (KernelWeights, class_log_probs, kernel_log_probs, kernel_nll, neighbour_logits,
-                           true_class_log_prob)
+from nngk_lab.kernel.search import nearest_neighbours
+from nngk_lab.kernel.loss import (KernelWeights, class_log_probs, kernel_log_probs, kernel_nll, neighbour_logits,
+    true_class_log_prob)
 
 EPS = {torch.float32: torch.finfo(torch.float32).eps, torch.float64: torch.finfo(torch.float64).eps}
 

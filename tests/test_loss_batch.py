@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from nngk_lab.config import make_config
+from nngk_lab.training.config import make_config
 from nngk_lab.errors import ConfigError
-from nngk_lab.loss import kernel_nll, kernel_nll_with_batch
-from nngk_lab.train import train
+from nngk_lab.kernel.loss import kernel_nll, kernel_nll_with_batch
+from nngk_lab.training.loop import train
 from tiny_runs import TINY, write_tree
 
 

@@ -5,7 +5,7 @@ values and gradients."""
 import pytest
 import torch
 
-from nngk_lab import loss
+from nngk_lab.kernel import loss
 
 
 def reference_logits(features, centres, neighbours, log_weights, sigma):

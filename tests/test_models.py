@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from nngk_lab.errors import ConfigError
-from nngk_lab.models import build_model, imagenet_weights_path
+from nngk_lab.models.backbones import build_model, imagenet_weights_path
 
 
 def _embed(model, size, batch=2):

@@ -8,7 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nngk_lab import data, device, notebook as nb
+from nngk_lab.data import folders as data
+from nngk_lab import device
+from nngk_lab.explore import cache
+from nngk_lab.explore import notebook as nb
 from nngk_lab.errors import DataError
 
 
@@ -58,18 +61,18 @@ def test_cached_reuses_until_the_key_changes(tmp_path):
         return {"x": torch.arange(3), "n": len(calls)}
 
     path = tmp_path / "c.pt"
-    assert nb.cached(path, compute, {"v": 1})["n"] == 1
-    assert nb.cached(path, compute, {"v": 1})["n"] == 1 and len(calls) == 1
-    assert nb.cached(path, compute, {"v": 2})["n"] == 2
+    assert cache.cached(path, compute, {"v": 1})["n"] == 1
+    assert cache.cached(path, compute, {"v": 1})["n"] == 1 and len(calls) == 1
+    assert cache.cached(path, compute, {"v": 2})["n"] == 2
     path.write_bytes(b"truncated")
-    assert nb.cached(path, compute, {"v": 2})["n"] == 3
+    assert cache.cached(path, compute, {"v": 2})["n"] == 3
 
 
 def test_fingerprint_follows_values():
     a = torch.arange(6.0)
-    assert nb.fingerprint(a, 1) == nb.fingerprint(a.clone(), 1)
-    assert nb.fingerprint(a, 1) != nb.fingerprint(a + 1e-6, 1) != nb.fingerprint(a, 2)
-    assert nb.fingerprint(a) != nb.fingerprint(a.view(2, 3))
+    assert cache.fingerprint(a, 1) == cache.fingerprint(a.clone(), 1)
+    assert cache.fingerprint(a, 1) != cache.fingerprint(a + 1e-6, 1) != cache.fingerprint(a, 2)
+    assert cache.fingerprint(a) != cache.fingerprint(a.view(2, 3))
 
 
 def test_show_error_prints_the_message(capsys):
@@ -146,7 +149,7 @@ def test_available_cores_respects_the_quota(monkeypatch, limit, expected):
 
 def test_nngk_dataset_picks_a_prepared_tree_with_settings_that_fit_it(monkeypatch, tmp_path):
     from dataset_fakes import make_cub
-    from nngk_lab.datasets import prepare
+    from nngk_lab.data.release_tree import prepare
 
     monkeypatch.setenv("NNGK_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("NNGK_RUNS", str(tmp_path / "runs"))

@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 
 from dataset_fakes import make_cub
-from nngk_lab.datasets import prepare
+from nngk_lab.data.release_tree import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -8,7 +8,9 @@ import torch
 from matplotlib.figure import Figure
 
 from bench import widget_latency
-from nngk_lab import explore, playground, viz_playground
+from nngk_lab.widgets import playground as widget
+from nngk_lab.explore import playground as explore
+from nngk_lab.viz import playground as viz_playground
 from notebook_fixtures import naive_kernel_probs
 
 
@@ -18,7 +20,7 @@ def toy(seed):
 
 
 def test_boosted_log_weights():
-    w = playground.boosted_log_weights(5, 2, 1.5)
+    w = explore.boosted_log_weights(5, 2, 1.5)
     assert w.dtype == torch.float64 and w.tolist() == [0, 0, 1.5, 0, 0]
 
 
@@ -28,7 +30,7 @@ def test_view_matches_naive(toy, seed, sigma, k, log_weight):
     g = torch.Generator().manual_seed(seed)
     x, y = (torch.rand(2, generator=g, dtype=torch.float64) * 4 - 2).tolist()
     centre = int(torch.randint(len(centres), (1,), generator=g))
-    view = playground.playground_view(centres, labels, sigma, k, x, y, centre, log_weight)
+    view = explore.playground_view(centres, labels, sigma, k, x, y, centre, log_weight)
     weights = torch.zeros(len(centres), dtype=torch.float64)
     weights[centre] = log_weight
     expected = naive_kernel_probs(torch.tensor([x, y], dtype=torch.float64), centres, labels, weights, sigma, k, 3)
@@ -42,8 +44,8 @@ def test_view_matches_naive(toy, seed, sigma, k, log_weight):
 
 def test_regions_match_naive_at_grid_points(toy):
     centres, labels = toy
-    weights = playground.boosted_log_weights(len(centres), 4, 2.0)
-    regions = playground.decision_regions(centres, labels, 0.6, 4, weights, resolution=7)
+    weights = explore.boosted_log_weights(len(centres), 4, 2.0)
+    regions = explore.decision_regions(centres, labels, 0.6, 4, weights, resolution=7)
     assert regions.probabilities.shape == (7, 7, 3)
     left, right, bottom, top = regions.extent
     for row, col in ((0, 0), (3, 5), (6, 2)):  # row from the bottom, column from the left
@@ -56,24 +58,24 @@ def test_view_reports_whether_the_weighted_centre_counts(toy):
     centres, labels = toy
     far = int(((centres - centres[0]) ** 2).sum(1).argmax())
     x, y = centres[0].tolist()
-    assert "not among the K nearest" in playground.playground_view(centres, labels, 0.5, 1, x, y, far, 2.0).html()
-    assert "neighbour 1 of 1" in playground.playground_view(centres, labels, 0.5, 1, x, y, 0, 2.0).html()
+    assert "not among the K nearest" in explore.playground_view(centres, labels, 0.5, 1, x, y, far, 2.0).html()
+    assert "neighbour 1 of 1" in explore.playground_view(centres, labels, 0.5, 1, x, y, 0, 2.0).html()
     with pytest.raises(IndexError):
-        playground.playground_view(centres, labels, 0.5, 1, x, y, len(centres))
+        explore.playground_view(centres, labels, 0.5, 1, x, y, len(centres))
 
 
 def test_raising_a_weight_raises_its_class(toy):
     centres, labels = toy
     x, y = (centres[0] + 0.1).tolist()
-    plain = playground.playground_view(centres, labels, 1.0, 8, x, y, 0, 0.0)
-    raised = playground.playground_view(centres, labels, 1.0, 8, x, y, 0, 3.0)
+    plain = explore.playground_view(centres, labels, 1.0, 8, x, y, 0, 0.0)
+    raised = explore.playground_view(centres, labels, 1.0, 8, x, y, 0, 3.0)
     c = int(labels[0])
     assert raised.probabilities[c] >= plain.probabilities[c]
 
 
 def test_sliders_redraw_and_reuse_regions(toy):
     centres, labels = toy
-    pg = playground.Playground(centres, labels, sigma=0.5, k=5)
+    pg = widget.Playground(centres, labels, sigma=0.5, k=5)
     assert isinstance(pg.sigma, ipywidgets.FloatLogSlider) and pg.sigma.description == "sigma"
     assert bytes(pg.plot.value).startswith(b"\x89PNG") and "predicted class" in pg.text.value
     regions, png = pg.view.regions, pg.plot.value
@@ -90,13 +92,13 @@ def test_sliders_redraw_and_reuse_regions(toy):
 
 def test_default_centre_is_the_querys_nearest(toy):
     centres, labels = toy
-    pg = playground.Playground(centres, labels, query=tuple(centres[3].tolist()))
+    pg = widget.Playground(centres, labels, query=tuple(centres[3].tolist()))
     assert pg.centre.value == 3
 
 
 def test_figure_and_region_shades(toy):
     centres, labels = toy
-    view = playground.playground_view(centres, labels, 0.5, 5, 0.0, 0.0, 1, 2.0)
+    view = explore.playground_view(centres, labels, 0.5, 5, 0.0, 0.0, 1, 2.0)
     fig = viz_playground.playground_figure(view)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     probs = np.array([[[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]]])

@@ -13,8 +13,9 @@ from matplotlib.figure import Figure
 
 from bench import bench_quality
 from nngk_lab.errors import ConfigError
-from nngk_lab.quality import (QUALITY_KEYS, benchmark, quality_figure, run_dir, summary_rows, summary_table,
-                              train_one)
+from nngk_lab.evaluation.time_to_accuracy import (QUALITY_KEYS, benchmark, run_dir, summary_rows, summary_table,
+    train_one)
+from nngk_lab.viz.compare import quality_figure
 
 from tiny_tree import make_tree, one_thread  # noqa: F401
 

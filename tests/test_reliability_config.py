@@ -11,10 +11,10 @@ import pytest
 from nngk_lab import device as device_module
 from nngk_lab.device import resolve_device
 from nngk_lab.errors import ConfigError
-from nngk_lab.cli import train_main as main
-from nngk_lab.config import make_config
-from nngk_lab.runs import CHECKPOINT_NAME
-from nngk_lab.train import train
+from nngk_lab.train import main
+from nngk_lab.training.config import make_config
+from nngk_lab.training.runs import CHECKPOINT_NAME
+from nngk_lab.training.loop import train
 
 from tiny_tree import make_tree, one_thread, tiny_argv, tiny_config  # noqa: F401
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nngk_lab.checkpoint import safe_load
-from nngk_lab.cli import train_main as main
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
-from nngk_lab.train import train
+from nngk_lab.files import safe_load
+from nngk_lab.train import main
+from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
+from nngk_lab.training.loop import train
 
 from tiny_tree import make_tree, one_thread, pin_to_one_core, tiny_argv, tiny_config  # noqa: F401
 from tool_scripts import load_tool

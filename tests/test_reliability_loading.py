@@ -9,13 +9,13 @@ import shutil
 import pytest
 import torch
 
-from nngk_lab import train as train_module
-from nngk_lab.bank import FeatureBank
-from nngk_lab.checkpoint import FORMAT_VERSION, atomic_save, safe_load
+from nngk_lab.training import loop as train_module
+from nngk_lab.kernel.bank import FeatureBank
+from nngk_lab.files import FORMAT_VERSION, atomic_save, safe_load
 from nngk_lab.errors import CheckpointError, ConfigError
-from nngk_lab.cli import train_main as main
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
-from nngk_lab.train import train
+from nngk_lab.train import main
+from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
+from nngk_lab.training.loop import train
 
 from tiny_tree import make_tree, tiny_argv, tiny_config
 

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from nngk_lab import parts as parts_module
-from nngk_lab import train as train_module
+from nngk_lab.training import parts as parts_module
+from nngk_lab.training import loop as train_module
 from nngk_lab.errors import NonFiniteLossError, ResourceError
-from nngk_lab.loss import kernel_nll
-from nngk_lab.cli import train_main as main
-from nngk_lab.runs import CHECKPOINT_NAME, load_run
-from nngk_lab.train import train
+from nngk_lab.kernel.loss import kernel_nll
+from nngk_lab.train import main
+from nngk_lab.training.runs import CHECKPOINT_NAME, load_run
+from nngk_lab.training.loop import train
 
 from tiny_tree import make_tree, one_thread, tiny_argv, tiny_config  # noqa: F401
 

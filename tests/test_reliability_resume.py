@@ -9,15 +9,16 @@ import signal
 import pytest
 import torch
 
-from nngk_lab import parts as parts_module
-from nngk_lab import train as train_module
-from nngk_lab.bank import embed
-from nngk_lab.data import ImageSamples, build_transforms
-from nngk_lab.loaders import make_loader
-from nngk_lab.checkpoint import safe_load
-from nngk_lab.cli import train_main as main
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
-from nngk_lab.train import train
+from nngk_lab.training import parts as parts_module
+from nngk_lab.training import loop as train_module
+from nngk_lab.kernel.bank import embed
+from nngk_lab.data.folders import ImageSamples
+from nngk_lab.data.transforms import build_transforms
+from nngk_lab.training.loaders import make_loader
+from nngk_lab.files import safe_load
+from nngk_lab.train import main
+from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
+from nngk_lab.training.loop import train
 
 from tiny_tree import history_without_time, make_tree, one_thread, same_tensors, tiny_argv, tiny_config  # noqa: F401
 

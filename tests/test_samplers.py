@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from nngk_lab.errors import ConfigError
-from nngk_lab.samplers import ClassBalancedOrder, check_m_per_class
+from nngk_lab.data.samplers import ClassBalancedOrder, check_m_per_class
 
 
 def _random_labels(rng: random.Random) -> tuple[list[int], int]:

@@ -7,9 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from nngk_lab.cli import train_main
-from nngk_lab.evaluate import evaluate_run
-from nngk_lab.runs import load_run
+from nngk_lab.train import main as train_main
+from nngk_lab.evaluation.run import evaluate_run
+from nngk_lab.training.runs import load_run
 
 from tiny_tree import one_thread  # noqa: F401
 

@@ -7,8 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nngk_lab import explore, notebook as nb, scale
-from nngk_lab.loss import KernelWeights
+from nngk_lab.explore import embeddings as explore
+from nngk_lab.explore import notebook as nb
+from nngk_lab.explore import distance_scale as scale
+from nngk_lab.kernel.loss import KernelWeights
 from tiny_runs import TINY, write_tree
 
 

@@ -5,8 +5,8 @@ import sys
 import pytest
 import torch
 
-from nngk_lab.bank import FeatureBank
-from nngk_lab.search import nearest_neighbours
+from nngk_lab.kernel.bank import FeatureBank
+from nngk_lab.kernel.search import nearest_neighbours
 from nngk_lab.errors import ConfigError
 
 

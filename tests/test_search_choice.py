@@ -8,10 +8,11 @@ import sys
 import pytest
 import torch
 
-from nngk_lab import search, search_choice
+from nngk_lab.kernel import search
+from nngk_lab.kernel import search_choice
 from nngk_lab.device import cpu_description
-from nngk_lab.search import nearest_neighbours, time_backends
-from nngk_lab.search_choice import choose_backend, rule_backend
+from nngk_lab.kernel.search import nearest_neighbours, time_backends
+from nngk_lab.kernel.search_choice import choose_backend, rule_backend
 
 
 class FakeCalibration:

@@ -15,13 +15,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from nngk_lab.bank import embed
-from nngk_lab.checkpoint import safe_load
-from nngk_lab.data import ImageSamples, build_transforms, scan_image_folder, split_samples
-from nngk_lab.cli import build_train_parser as build_parser, train_main as main
-from nngk_lab.config import make_config
-from nngk_lab.runs import CHECKPOINT_KIND, load_run
-from nngk_lab.train import train
+from nngk_lab.kernel.bank import embed
+from nngk_lab.files import safe_load
+from nngk_lab.data.folders import ImageSamples, scan_image_folder
+from nngk_lab.data.transforms import build_transforms
+from nngk_lab.data.split import split_samples
+from nngk_lab.training.flags import build_train_parser as build_parser
+from nngk_lab.train import main
+from nngk_lab.training.config import make_config
+from nngk_lab.training.runs import CHECKPOINT_KIND, load_run
+from nngk_lab.training.loop import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES, IMAGES_PER_CLASS, MAX_EPOCHS = 4, 12, 2

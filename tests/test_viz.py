@@ -8,7 +8,9 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox
 from torchvision import transforms as T
 
-from nngk_lab import data, explore, scale, viz
+from nngk_lab.kernel.classify import kernel_predict_log_probs
+from nngk_lab import data, explore, viz
+from nngk_lab.explore import distance_scale as scale
 from notebook_fixtures import make_embeddings
 
 
@@ -62,7 +64,7 @@ def test_probability_bars_colour_the_prediction(predicted_right):
     probs = torch.tensor([0.1, 0.7, 0.2])
     fig = viz.probability_bars(probs, ["a", "b", "c"], true_label=1 if predicted_right else 2)
     bars = fig.axes[0].patches
-    expected = viz.CORRECT_COLOUR if predicted_right else viz.WRONG_COLOUR
+    expected = viz.style.CORRECT_COLOUR if predicted_right else viz.style.WRONG_COLOUR
     assert bars[1].get_facecolor() == to_rgba(expected)
     assert [b.get_height() for b in bars] == pytest.approx(probs.tolist())
 
@@ -72,7 +74,7 @@ def test_toy_figures():
     fig = viz.toy_kernel_figure(centres, labels, torch.tensor([0.0, 0.0], dtype=torch.float64), 0.5, 5,
                                 resolution=20)
     bars = fig.axes[1].patches
-    expected = explore.kernel_probabilities(torch.zeros(1, 2, dtype=torch.float64), centres, labels, 0.5, 5, 3)[0]
+    expected = kernel_predict_log_probs(torch.zeros(1, 2, dtype=torch.float64), centres, labels, 0.5, 5, 3).exp()[0]
     assert [b.get_height() for b in bars] == pytest.approx(expected.tolist())
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "distance sigma from x" in legend and "distance 2 sigma from x" in legend
@@ -155,7 +157,7 @@ def test_neighbour_gallery_frames_follow_correctness(emb):
     fig = viz.neighbour_gallery([row, explore.gallery_row(emb, "heldout", 1, 1.0, k=3)])
     assert len(fig.axes) == 2 * 6
     for ax, right in zip(fig.axes[1:6], row.correct):
-        colour = viz.CORRECT_COLOUR if right else viz.WRONG_COLOUR
+        colour = viz.style.CORRECT_COLOUR if right else viz.style.WRONG_COLOUR
         assert ax.spines["top"].get_edgecolor() == to_rgba(colour)
     assert not fig.axes[-1].axison  # the shorter row's empty cells are hidden
     assert not any("k=" in caption for caption in explore.gallery_row(emb, "heldout", 1, 1.0, k=3).captions)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.stats import hypergeom
 
-from nngk_lab import weights_study
-from nngk_lab.data import scan_image_folder
+from nngk_lab.explore import weights as weights_study
+from nngk_lab.data.folders import scan_image_folder
 from notebook_fixtures import make_embeddings
 from nngk_lab.errors import ConfigError
 from tiny_runs import TINY, write_tree

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from nngk_lab import train as train_module
-from nngk_lab.config import make_config
+from nngk_lab.training import loop as train_module
+from nngk_lab.training.config import make_config
 
 DIGITS = load_digits()
 

@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from heldout_curve import class_subset  # noqa: E402
 
-from nngk_lab.cli import build_train_parser  # noqa: E402
-from nngk_lab.config import make_config  # noqa: E402
-from nngk_lab.data import export_digits  # noqa: E402
-from nngk_lab.evaluate import evaluate_run  # noqa: E402
-from nngk_lab.train import train  # noqa: E402
+from nngk_lab.training.flags import build_train_parser
+from nngk_lab.training.config import make_config
+from nngk_lab.data.digits import export_digits
+from nngk_lab.evaluation.run import evaluate_run
+from nngk_lab.training.loop import train
 
 COLUMNS = ("kernel_accuracy", "nearest_neighbour_accuracy", "recall@1", "map@r")
 

@@ -23,11 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nngk_lab.data import export_digits, scan_image_folder  # noqa: E402
-from nngk_lab.evaluate import evaluate_run  # noqa: E402
-from nngk_lab.cli import build_train_parser  # noqa: E402
-from nngk_lab.config import digits_defaults, make_config  # noqa: E402
-from nngk_lab.train import train  # noqa: E402
+from nngk_lab.data.digits import export_digits
+from nngk_lab.data.folders import scan_image_folder
+from nngk_lab.evaluation.run import evaluate_run
+from nngk_lab.training.flags import build_train_parser
+from nngk_lab.training.config import digits_defaults, make_config
+from nngk_lab.training.loop import train
 
 
 def class_subset(data_dir: Path, first_classes: int, into: Path) -> Path:

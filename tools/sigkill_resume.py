@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from nngk_lab.checkpoint import safe_load  # noqa: E402
-from nngk_lab.errors import CheckpointError  # noqa: E402
-from nngk_lab.cli import train_main  # noqa: E402
-from nngk_lab.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run  # noqa: E402
+from nngk_lab.files import safe_load
+from nngk_lab.errors import CheckpointError
+from nngk_lab.train import main as train_main
+from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
 from tiny_tree import make_tree, pin_to_one_core, subprocess_env, tiny_argv  # noqa: E402
 
 MAX_EPOCHS = 10_000  # never reached: every trial ends in a kill

@@ -1,0 +1,22 @@
+"""What the notebooks compute before they draw: a run's embeddings, sigma and K sweeps,
+neighbours and galleries, the 2-D playground and film, the distance scale, the kernel
+weights study, and the notebooks' shared set-up (:mod:`.notebook`)."""
+
+from .cache import run_fingerprint, cached, fingerprint
+from .distance_scale import NeighbourDistances, neighbour_distances, WeightMovement, weight_movement
+from .embeddings import Embeddings, run_embeddings, untrained_embeddings, untrained_view
+from .film import film_dir, train_film, train_films
+from .maps import umap_coordinates
+from .neighbours import (QueryNeighbours, query_neighbours, worst_failures, examples_per_class, load_image,
+    GalleryRow, gallery_row)
+from .playground import (toy_problem, plane_grid, Regions, PlaygroundView, boosted_log_weights, decision_regions,
+    playground_view)
+from .sweeps import classify, test_accuracy, recall_at_1, test_time_sweep, training_sigma_sweep
+from .weights import (flip_labels, is_flipped, hypergeometric_tail, lowest_weight_enrichment, weight_gallery_rows,
+    label_noise_experiment, describe)
+
+# What the notebooks also use from lower layers, so that they import explore, viz and widgets only.
+from ..evaluation.compare import comparison_table, load_metrics
+from ..evaluation.time_to_accuracy import load_or_run, run_dir, summary_table
+from ..kernel.classify import kernel_predict_log_probs
+from ..training.config import make_config

@@ -1,0 +1,66 @@
+"""The trainable parts of a run: the network, the kernel weights (NNGK), classifier head
+(softmax) or pytorch-metric-learning loss (:mod:`nngk_lab.baselines`), and the optimiser
+over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..kernel.loss import KernelWeights
+from ..models.backbones import build_model
+from ..models.baselines import PML_LOSSES, BaselineLoss
+from .config import TrainConfig
+
+
+@dataclass
+class Parts:
+    """What a run trains. ``kernel_weights`` is set for an NNGK run, ``head`` for softmax,
+    ``criterion`` (with its proxies, if any) for a pytorch-metric-learning loss."""
+
+    model: nn.Module
+    kernel_weights: KernelWeights | None
+    head: nn.Linear | None
+    optimiser: torch.optim.Optimizer
+    criterion: BaselineLoss | None = None
+
+    def modules(self) -> dict[str, nn.Module | None]:
+        """The checkpoint's names for the trained modules (None where a loss has none;
+        checkpoints from before the baselines have no ``criterion``)."""
+        return {"model": self.model, "kernel_weights": self.kernel_weights, "head": self.head,
+                "criterion": self.criterion}
+
+
+def build_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device) -> Parts:
+    """Fresh parts for ``config`` (drawing their initial weights from torch's global
+    generator), with one learning rate for the network and head and
+    ``weight_learning_rate`` for the kernel weights or proxies."""
+    model = build_model(config.model, embedding_dim=config.embedding_dim, final_relu=config.final_relu,
+                        dropout=config.dropout, pretrained=config.pretrained,
+                        normalise=config.unit_embeddings).to(device)
+    model = model.to(memory_format=torch.channels_last)  # as EmbeddingNet takes its images
+    weight_lr = config.weight_learning_rate or config.learning_rate
+    if config.loss == "nngk":
+        kernel_weights, head = KernelWeights(num_train).to(device), None
+        groups = [{"params": model.parameters(), "lr": config.learning_rate},
+                  {"params": kernel_weights.parameters(), "lr": weight_lr}]
+    elif config.loss in PML_LOSSES:
+        criterion = BaselineLoss(config.loss, num_classes, model.embedding_dim).to(device)
+        groups = [{"params": model.parameters(), "lr": config.learning_rate}]
+        if list(criterion.parameters()):
+            groups.append({"params": criterion.parameters(), "lr": weight_lr})
+        return Parts(model, None, None, torch.optim.Adam(groups), criterion)
+    else:
+        kernel_weights, head = None, nn.Linear(model.embedding_dim, num_classes).to(device)
+        groups = [{"params": list(model.parameters()) + list(head.parameters()), "lr": config.learning_rate}]
+    return Parts(model, kernel_weights, head, torch.optim.Adam(groups))
+
+
+def build_initial_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device) -> Parts:
+    """The parts exactly as a run with ``config`` starts: torch's global generator is
+    seeded with ``config.seed`` first, so training and the untrained baseline of
+    :mod:`nngk_lab.evaluate` get the same initial weights."""
+    torch.manual_seed(config.seed)
+    return build_parts(config, num_classes, num_train, device)

@@ -1,0 +1,43 @@
+"""Figures for the notebooks. Every function returns a :class:`matplotlib.figure.Figure`
+built without pyplot, so nothing is shown twice in Jupyter, nothing needs a screen, and
+figures are freed when dropped. Show one by making it a cell's last expression."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..explore.neighbours import GalleryRow
+from .style import CORRECT_COLOUR, WRONG_COLOUR, show_image
+
+# --------------------------------------------------------------------------- galleries
+
+def neighbour_gallery(rows: Sequence[GalleryRow], suptitle: str | None = None, size: float = 1.5,
+                      per_line: int | None = None) -> Figure:
+    """One row per query: the query, then its nearest centres framed in green (same
+    class) or red (another class), captioned with label, distance and kernel value.
+    With ``per_line``, a query's neighbours wrap onto further lines of that many."""
+    if not rows:
+        raise ValueError("neighbour_gallery needs at least one row")
+    longest = max(len(r.images) for r in rows)
+    per_line = min(per_line or longest, longest) or 1
+    lines = [max(1, -(-len(r.images) // per_line)) for r in rows]
+    fig = Figure(figsize=(size * (per_line + 1), (size + 0.55) * sum(lines) + (0.4 if suptitle else 0)),
+                 layout="constrained")
+    axes = np.atleast_2d(fig.subplots(sum(lines), per_line + 1))
+    for ax in axes.ravel():
+        ax.axis("off")
+    first = 0
+    for row, count in zip(rows, lines):
+        axes[first, 0].axis("on")
+        show_image(axes[first, 0], row.query_image, row.query_title, colour="black")
+        for j, (image, caption, correct) in enumerate(zip(row.images, row.captions, row.correct)):
+            ax = axes[first + j // per_line, 1 + j % per_line]
+            ax.axis("on")
+            show_image(ax, image, caption, colour=CORRECT_COLOUR if correct else WRONG_COLOUR, fontsize=7)
+        first += count
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
