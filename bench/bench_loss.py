@@ -1,4 +1,4 @@
-"""How fast is the kernel loss? Forward + backward of ``nngk_lab.loss.kernel_nll``
+"""How fast is the kernel loss? Forward + backward of ``nngk_lab.kernel.loss.kernel_nll``
 against the original's per-sample Python loop, and against the memory floor: gathering
 the (B, K, D) neighbour centres once, which any implementation must do.
 
@@ -141,7 +141,7 @@ def main(argv=None) -> list[dict]:
     rows = [run_case(*case, k, dim, args.sigma, args.repeat, generator) for case in cases]
     print(f"kernel loss forward+backward, float32 -- {machine_summary()}")
     print(format_table(rows))
-    print("loop: the original's per-sample loop; ours: nngk_lab.loss.kernel_nll, whose dot products come "
+    print("loop: the original's per-sample loop; ours: nngk_lab.kernel.loss.kernel_nll, whose dot products come "
           "from one (B, N) matrix product (path matmul, N <= "
           f"{DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR} K) or from the gathered neighbour centres (path gather); "
           "gather: index_select of the (B, K, D) neighbour centres alone, the floor of the gather path. "

@@ -126,7 +126,7 @@ def calibrate_auto(sizes: list[int], max_queries: int, k: int, dim: int) -> str:
 
 def selection_rows(sizes: list[int], k: int, rows: int = 256) -> list[dict]:
     """The top-k alone on a (rows, N) block: one top-k over each row against the grouped
-    selection of ``nngk_lab.search.smallest``, best of 5 in turns; where groups pay."""
+    selection of ``nngk_lab.kernel.search.smallest``, best of 5 in turns; where groups pay."""
     torch.set_num_threads(available_cores())
     out = []
     for n in sizes:
@@ -215,7 +215,7 @@ def main(argv=None) -> None:
           "distances matches nngk_lab's ('no reference': nngk_lab was not run).")
     if selection_sizes:
         print(f"\nthe top-k alone, (256, N) random block, k = {k}: one top-k per row vs by groups "
-              "(nngk_lab.search.smallest); best of 5, in turns")
+              "(nngk_lab.kernel.search.smallest); best of 5, in turns")
         print(format_table(selection_rows(selection_sizes, k)))
 
 

@@ -118,7 +118,7 @@ def mean_time(fn: Callable[[], object], runs: int, device: torch.device | str, w
 def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size: int, num_classes: int,
                         k: int, sigma: float, amp: bool = False, seed: int = 0,
                         nll: Callable | None = None) -> dict[str, Callable[[], None]]:
-    """Callables that run one part of a training step with ``nngk_lab.step.TrainStep``,
+    """Callables that run one part of a training step with ``nngk_lab.training.step.TrainStep``,
     the code training runs, on fixed inputs already on the device and a random bank
     (values do not change the cost), for timing.
 
@@ -126,7 +126,7 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     on fixed features, with the running-accuracy prediction), ``{nngk,softmax}_optimiser``
     and ``{nngk,softmax}_step`` (forward, loss, zero_grad, backward, optimiser step, and the
     running sums of loss and accuracy kept on the device). ``nll`` is the NNGK loss
-    function (default :func:`nngk_lab.loss.kernel_nll`; the fused one is another).
+    function (default :func:`nngk_lab.kernel.loss.kernel_nll`; the fused one is another).
     """
     from torch import nn
 

@@ -1,10 +1,30 @@
 """nngk_lab: deep metric learning and classification with nearest neighbour Gaussian
 kernels (Meyer, Harwood, Drummond, ICIP 2018), for notebooks and the command line.
 
-Modules, in the order data flows: ``data`` + ``models`` -> ``loss`` + ``bank`` ->
-``config`` -> ``loaders`` + ``parts`` + ``step`` + ``classify`` -> ``runs`` -> ``train`` ->
-``evaluate`` -> ``compare`` -> ``cli``; then ``explore``, ``viz`` and ``widgets`` for the
-notebooks.
+Subpackages, lowest first; each imports only from those before it:
+
+- ``errors``, ``device``, ``files``, ``progress``: exceptions, devices and threads,
+  atomic files, progress bars;
+- ``data``: class-folder trees, splits, transforms, decoding, samplers, the releases;
+- ``distributed``: torchrun's processes, and sharding a pass over the data among them;
+- ``kernel``: the loss (plain and fused), the feature bank, the search, the classifiers;
+- ``models``: backbones and the pytorch-metric-learning baselines;
+- ``training``: a run's settings, loaders, step, folder and checkpoints, the loop;
+- ``evaluation``: metrics, evaluating and comparing runs, time-to-accuracy;
+- ``explore``, ``viz``, ``widgets``: what the notebooks compute, draw and slide.
+
+The command lines (``python -m nngk_lab.train``, ``evaluate``, ``compare``, ``datasets``,
+``weights_study``) sit on top; nothing in the package imports them.
+
+The names below are what a training loop of your own needs.
 """
 
+from .evaluation.metrics import map_at_r, recall_at_k
+from .kernel.bank import FeatureBank
+from .kernel.loss import KernelWeights, kernel_nll
+from .kernel.search import nearest_neighbours
+from .models.backbones import build_model
+
 __version__ = "0.1.0"
+__all__ = ["FeatureBank", "KernelWeights", "build_model", "kernel_nll", "map_at_r", "nearest_neighbours",
+           "recall_at_k"]

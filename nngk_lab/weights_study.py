@@ -1,11 +1,5 @@
-"""What the kernel weights learnt: the training images with the highest and lowest
-learnt weights next to their nearest centres, and a label-noise experiment that flips
-the labels of a few percent of the training images and asks whether their weights fall.
-
-The flipped labels live in a prepared copy of the data folder (symlinks, so no image is
-copied): a flipped image's link sits in another trained class's folder under the name
-``flipped_<original class>_<original name>``, so every flip can be read off its path. Training and the
-data split are then the ordinary ones.
+"""The label-noise experiment from the command line (the experiment itself is
+:mod:`nngk_lab.explore.weights`):
 
     python -m nngk_lab.weights_study --save_dir runs/label-noise --fraction 0.05 --weight_learning_rate 1e-2
 

@@ -4,7 +4,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Triton decides when it is imported whether its library functions (tl.sum, tl.max, ...)
 # run in its CPU interpreter, so it is imported here with TRITON_INTERPRET=1 set.
-# tests/test_fused_loss.py sets the variable again to run the fused loss's kernels on the
+# tests/kernel/test_fused_loss.py sets the variable again to run the fused loss's kernels on the
 # CPU; elsewhere it is unset, so training in the other tests uses the plain PyTorch loss.
 _interpret = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"

@@ -4,7 +4,7 @@
 
 prints the number of floors (the longest chain of imports), every circle, every arrow that
 points up the layers below, every import of another module's private name and every module
-over 400 lines. tests/test_layout.py asserts that there are none.
+over 400 lines. tests/system/test_layout.py asserts that there are none.
 
 Layers, lowest first: a module may import only from its own layer or lower ones. The
 command lines (``python -m nngk_lab.X``) sit on top, and nothing imports them.

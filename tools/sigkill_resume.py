@@ -10,7 +10,7 @@ must start cleanly. At the end the run is resumed to completion.
     python tools/sigkill_resume.py --kills 20
 
 Prints one row per kill and a summary; exits 1 if any check failed. The test suite runs
-a shorter version (tests/test_reliability_kill.py).
+a shorter version (tests/reliability/test_reliability_kill.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The class-balanced sampler (``--sampler m_per_class``): batches made of groups of
 ``m`` images of one class, as pytorch-metric-learning's ``MPerClassSampler`` makes them,
-but a pure function of (seed, epoch) like :class:`nngk_lab.loaders.EpochOrder`, so that
+but a pure function of (seed, epoch) like :class:`nngk_lab.training.loaders.EpochOrder`, so that
 a run resumed mid-epoch sees exactly the batches it would have seen.
 
 The order is a stream of passes over the classes. Each pass visits every trained class

@@ -1,4 +1,5 @@
-"""Evaluation: what the paper claims, measured the same way for every run.
+"""Evaluation metrics, pure functions of embeddings and labels, measured the same way
+for every run:
 
 - **Classification** of test images of the trained classes: the kernel classifier (each
   query's K nearest centres, argmax of the per-class kernel sums), plain 1-nearest-
@@ -7,12 +8,8 @@
   hit when at least one of its K nearest *other* images shares its class), MAP@R and NMI
   (k-means with as many clusters as classes, from scikit-learn).
 
-Every neighbour search goes through :func:`nngk_lab.bank.nearest_neighbours` a chunk of
-queries at a time, so memory stays bounded (never an N x N matrix).
-
-:func:`evaluate_run` measures a saved run and, for comparison, the untrained network it
-started from, and writes ``metrics.json``; ``python -m nngk_lab.evaluate`` does the
-same from the command line."""
+Every neighbour search goes through :func:`nngk_lab.kernel.search.nearest_neighbours` a chunk of
+queries at a time, so memory stays bounded (never an N x N matrix)."""
 
 from __future__ import annotations
 
@@ -45,7 +42,7 @@ def _neighbour_labels(features: torch.Tensor, labels: torch.Tensor, k: int, chun
     chunk of queries at a time, nearest first.
 
     Each chunk asks :func:`nearest_neighbours` for k + 1 neighbours and
-    :func:`nngk_lab.bank.drop_self` removes the query itself, so the output of one chunk
+    :func:`nngk_lab.kernel.search.drop_self` removes the query itself, so the output of one chunk
     (rows, k) is never larger than the search's own (rows, N) distance block.
     """
     n = features.shape[0]

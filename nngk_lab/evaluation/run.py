@@ -1,18 +1,8 @@
-"""Evaluation: what the paper claims, measured the same way for every run.
-
-- **Classification** of test images of the trained classes: the kernel classifier (each
-  query's K nearest centres, argmax of the per-class kernel sums), plain 1-nearest-
-  neighbour, and for a softmax run its classifier head.
-- **Retrieval** on the held-out classes, never seen in training: Recall@K (a query is a
-  hit when at least one of its K nearest *other* images shares its class), MAP@R and NMI
-  (k-means with as many clusters as classes, from scikit-learn).
-
-Every neighbour search goes through :func:`nngk_lab.bank.nearest_neighbours` a chunk of
-queries at a time, so memory stays bounded (never an N x N matrix).
-
-:func:`evaluate_run` measures a saved run and, for comparison, the untrained network it
-started from, and writes ``metrics.json``; ``python -m nngk_lab.evaluate`` does the
-same from the command line."""
+"""Evaluating a saved run: :func:`evaluate_run` measures the trained network and, for
+comparison, the untrained one it started from, with the metrics of
+:mod:`nngk_lab.evaluation.metrics` (classification of the trained classes' test images,
+retrieval on the held-out classes), and writes ``metrics.json``;
+``python -m nngk_lab.evaluate`` does the same from the command line."""
 
 from __future__ import annotations
 
@@ -67,7 +57,7 @@ def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -
     The data are the run's own (``data_dir`` overrides the folder, e.g. when the run was
     trained on another machine; None uses the run's, and a run without one used the
     embedded digits), split exactly as in training. The untrained network is rebuilt
-    with the run's seed by :func:`nngk_lab.parts.build_initial_parts`, as training
+    with the run's seed by :func:`nngk_lab.training.parts.build_initial_parts`, as training
     started; its bank is computed from the training images, with all kernel weights 1.
     """
     save_dir = Path(save_dir)

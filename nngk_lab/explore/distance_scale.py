@@ -117,7 +117,7 @@ class WeightMovement:
 
 
 def weight_movement(run) -> WeightMovement:
-    """:class:`WeightMovement` of a loaded run (``nngk_lab.train.LoadedRun``) with kernel
+    """:class:`WeightMovement` of a loaded run (``nngk_lab.training.runs.LoadedRun``) with kernel
     weights: its steps are its finished epochs x batches per epoch (the last batch may be
     smaller; a run stopped mid-epoch by ``--max_time`` took a few more, not counted)."""
     if run.kernel_weights is None:

@@ -26,7 +26,7 @@ FILM_LOSSES = ("nngk", "softmax")
 
 def film_dir(loss: str) -> Path:
     """Where the film of ``loss`` is trained and cached: next to notebook 2's run, named
-    after it (one film per dataset and mode, see :func:`nngk_lab.notebook.settings`)."""
+    after it (one film per dataset and mode, see :func:`nngk_lab.explore.notebook.settings`)."""
     main_run = settings().main_run
     return main_run.with_name(f"{main_run.name}-film-{loss}")
 
@@ -50,7 +50,7 @@ def train_film(run_dir, max_epochs: int, device="cpu", **config) -> dict:
     classifier for ``loss="nngk"``, the softmax head for ``"softmax"``); ``loss``,
     ``classes`` and ``num_trained``.
 
-    ``config`` holds other :func:`nngk_lab.train.make_config` settings; ``embedding_dim``
+    ``config`` holds other :func:`nngk_lab.training.config.make_config` settings; ``embedding_dim``
     is 2. Each epoch's centres are cached in ``run_dir/centres-epoch-NNN.pt``.
 
     Unit-length 2-D embeddings would all lie on a circle, so ``normalise`` is False here,

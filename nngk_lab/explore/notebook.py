@@ -232,7 +232,7 @@ def show_error(function: Callable, *args, **kwargs):
 def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> LoadedRun:
     """The run in ``save_dir``: loaded if finished, resumed if interrupted, else trained.
 
-    ``config`` holds :func:`nngk_lab.config.make_config` settings (the digits defaults
+    ``config`` holds :func:`nngk_lab.training.config.make_config` settings (the digits defaults
     apply without ``data_dir``). A finished run is loaded as it is, even if its settings
     differ from ``config``; delete the folder to retrain.
     """

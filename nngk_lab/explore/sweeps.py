@@ -29,7 +29,7 @@ def classify(emb: Embeddings, sigma: float, k: int, queries: torch.Tensor | None
 
     For the test images the neighbour lists found once by
     :meth:`Embeddings.sorted_test_neighbours` are reused; other queries (or a K beyond
-    those lists) go through :func:`nngk_lab.classify.kernel_predict_log_probs`.
+    those lists) go through :func:`nngk_lab.kernel.classify.kernel_predict_log_probs`.
     """
     k = min(int(k), len(emb.train))
     if queries is None:
@@ -52,7 +52,7 @@ def test_accuracy(emb: Embeddings, sigma: float, k: int) -> float:
 
 def recall_at_1(features: torch.Tensor, labels: torch.Tensor) -> float:
     """Recall@1 of retrieval among ``features`` (e.g. the held-out classes' images): the
-    share whose nearest other item has the same label (:func:`nngk_lab.evaluate.recall_at_k`)."""
+    share whose nearest other item has the same label (:func:`nngk_lab.evaluation.metrics.recall_at_k`)."""
     if features.shape[0] < 2:
         return float("nan")
     return recall_at_k(features, labels, ks=(1,))[1]
@@ -98,7 +98,7 @@ def training_sigma_sweep(sigmas, sweep_dir, device="cpu", **config) -> dict:
     the median squared distance from a centre to its K-th nearest centre (near 1: all K
     neighbours vote alike).
 
-    ``config`` holds the other :func:`nngk_lab.config.make_config` settings (e.g. ``max_epochs``).
+    ``config`` holds the other :func:`nngk_lab.training.config.make_config` settings (e.g. ``max_epochs``).
     """
     sweep_dir = Path(sweep_dir)
     rows = []

@@ -131,7 +131,7 @@ def label_noise_experiment(save_dir, fraction: float = 0.05, weight_learning_rat
     them (``save_dir/run``, reused when finished) and measure
     :func:`lowest_weight_enrichment` over the training images that got a flipped label.
 
-    ``config`` holds other :func:`nngk_lab.train.make_config` settings; its ``data_dir``
+    ``config`` holds other :func:`nngk_lab.training.config.make_config` settings; its ``data_dir``
     (default: the digits, with their defaults) is the folder whose labels are flipped, and
     its ``num_classes`` the trained classes. ``weight_learning_rate`` defaults to 1e-2: at
     the digits' 1e-4, Adam's steps of about the learning rate move a log-weight by at most

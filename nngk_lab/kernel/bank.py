@@ -1,5 +1,5 @@
 """The feature bank: stored embeddings (centres) of every training image, their labels
-and each one's K nearest other centres (found by :mod:`nngk_lab.search`)."""
+and each one's K nearest other centres (found by :mod:`nngk_lab.kernel.search`)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class FeatureBank:
     def update_neighbours(self, num_neighbours: int, chunk_size: int | None = None,
                           backend: str = "auto") -> None:
         """Find each centre's ``num_neighbours`` nearest other centres (``backend`` as in
-        :func:`nngk_lab.search.nearest_neighbours`); in a distributed run each process
+        :func:`nngk_lab.kernel.search.nearest_neighbours`); in a distributed run each process
         searches for its share of the rows and all get every row's."""
         if distributed.world_size() == 1:
             _, self.neighbours = nearest_neighbours(self.features, self.features, num_neighbours,

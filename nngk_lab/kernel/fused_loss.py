@@ -1,6 +1,6 @@
 """The training loss as two fused Triton kernels, for the GPU.
 
-:func:`nngk_lab.loss.kernel_nll` in plain PyTorch launches a few dozen small kernels per
+:func:`nngk_lab.kernel.loss.kernel_nll` in plain PyTorch launches a few dozen small kernels per
 step. On an H200 at batch 32 that took 2.7 ms, 26% of a ResNet18 step, nearly all of it
 launch overhead (``python3 -m bench.gpu_check``, docs/performance.md). Here the forward
 pass (gather each query's K centres, distances, logits, both log-sum-exps) is one kernel
@@ -182,14 +182,14 @@ class _FusedNLL(torch.autograd.Function):
 def fused_kernel_nll(features: torch.Tensor, targets: torch.Tensor, centres: torch.Tensor,
                      centre_labels: torch.Tensor, neighbours: torch.Tensor, log_weights: torch.Tensor,
                      sigma: float, centre_sq_norms: torch.Tensor | None = None) -> KernelLoss:
-    """:func:`nngk_lab.loss.kernel_nll` (same arguments, same result up to float32
+    """:func:`nngk_lab.kernel.loss.kernel_nll` (same arguments, same result up to float32
     rounding) in two Triton kernels, with the kernel classifier's predictions too
     (``KernelLoss.predictions``). Runs on a CUDA device, or on the CPU when
     :func:`interpreting`. At most :data:`MAX_NEIGHBOURS` neighbours per query."""
     check_loss_inputs(features, centres, neighbours, sigma)
     if neighbours.shape[1] > MAX_NEIGHBOURS:
         raise ValueError(f"the fused loss takes at most {MAX_NEIGHBOURS} neighbours per query, got "
-                         f"{neighbours.shape[1]}; use nngk_lab.loss.kernel_nll")
+                         f"{neighbours.shape[1]}; use nngk_lab.kernel.loss.kernel_nll")
     centres = centres.detach().float().contiguous()
     sq_norms = centres.square().sum(1) if centre_sq_norms is None else centre_sq_norms.detach().float().contiguous()
     nll, logits, lse_true, predictions = _FusedNLL.apply(

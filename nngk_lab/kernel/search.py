@@ -2,7 +2,7 @@
 
 Two exact backends: ``torch`` (chunked matrix products and a top-k, on any device) and
 ``faiss`` (faiss-cpu's ``IndexFlatL2``, optional). ``backend="auto"``, the default, takes
-whichever :mod:`nngk_lab.search_choice` finds faster on this machine.
+whichever :mod:`nngk_lab.kernel.search_choice` finds faster on this machine.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def nearest_neighbours(queries: torch.Tensor, centres: torch.Tensor, k: int, exc
     GPU), so memory stays bounded: never an N x N matrix. ``"faiss"`` hands the search to
     faiss's exact ``IndexFlatL2`` on the CPU (``pip install faiss-cpu``; results come back
     on the centres' device). ``"auto"`` uses whichever of the two was measured faster on
-    this machine (:func:`nngk_lab.search_choice.choose_backend`); both are exact, so only
+    this machine (:func:`nngk_lab.kernel.search_choice.choose_backend`); both are exact, so only
     float32 rounding at near-ties can tell their answers apart.
     """
     if queries.dim() != 2 or centres.dim() != 2 or queries.shape[1] != centres.shape[1]:

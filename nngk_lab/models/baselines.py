@@ -60,7 +60,7 @@ def pair_members(indices_tuple, batch_size: int, device) -> torch.Tensor:
 
 class BaselineLoss(nn.Module):
     """One PML loss (and its miner), called as ``loss(features, labels)`` and returning
-    ``(loss, present, predictions)`` as :meth:`nngk_lab.step.TrainStep.loss` does:
+    ``(loss, present, predictions)`` as :meth:`nngk_lab.training.step.TrainStep.loss` does:
 
     - ``present``: the images that contributed to the loss (in a mined pair; for NCA,
       having another image of their class in the batch; for ProxyNCA, all);

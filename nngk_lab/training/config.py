@@ -1,5 +1,5 @@
 """A run's settings: :class:`TrainConfig`, its defaults per model and for the digits, and
-their validation. The command line (:mod:`nngk_lab.cli`) is built from the fields' help.
+their validation. The command line (:mod:`nngk_lab.training.flags`) is built from the fields' help.
 
 Defaults come in three layers, each overriding the one before:
 

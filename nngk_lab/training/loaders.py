@@ -78,7 +78,7 @@ def make_loader(dataset, config: TrainConfig, device: torch.device, sampler=None
 class RunImages:
     """A training run's images: the training batches of each epoch and the evaluation
     batches of the train and test parts of ``split``, read from the files or, with
-    ``config.in_memory``, decoded once and kept in memory (:mod:`nngk_lab.decoded`)."""
+    ``config.in_memory``, decoded once and kept in memory (:mod:`nngk_lab.data.decoded`)."""
 
     def __init__(self, config: TrainConfig, split: DataSplit, device: torch.device):
         self.config, self.split, self.device = config, split, device

@@ -3,7 +3,7 @@
 Every ``update_interval`` epochs the feature bank is refreshed (all centres recomputed in
 eval mode, every training example's K nearest other centres found); between refreshes
 the neighbour lists stay fixed. Adam trains the network and the kernel weights. The run's
-folder and checkpoint are :mod:`nngk_lab.runs`'s, its settings :mod:`nngk_lab.config`'s."""
+folder and checkpoint are :mod:`nngk_lab.training.runs`'s, its settings :mod:`nngk_lab.training.config`'s."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     Stops at ``max_epochs``, after ``max_time`` minutes, or on Ctrl-C or SIGTERM (a
     checkpoint is saved and ``stop_reason`` says why). With ``resume``, continues the
     run in ``config.save_dir`` if there is one, with its saved settings except those in
-    :data:`nngk_lab.runs.RESUME_OVERRIDES` (and ``data_dir`` if given), and refuses data
+    :data:`nngk_lab.training.runs.RESUME_OVERRIDES` (and ``data_dir`` if given), and refuses data
     that changed. A resumed run on the CPU gives the same history and weights as an
     uninterrupted one, whatever stopped it. Raises :class:`NonFiniteLossError` if the loss
     or weights become NaN or infinite; the last good checkpoint is then left as it was.
@@ -159,7 +159,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
 
 
 class _Run:
-    """One run's training: its parts, data and :class:`~nngk_lab.runs.Progress`, and the
+    """One run's training: its parts, data and :class:`~nngk_lab.training.runs.Progress`, and the
     phases of the loop as methods (refresh, one epoch, save, the final evaluation)."""
 
     def __init__(self, config: TrainConfig, split: DataSplit, device: torch.device, save_dir: Path,

@@ -1,5 +1,5 @@
 """The trainable parts of a run: the network, the kernel weights (NNGK), classifier head
-(softmax) or pytorch-metric-learning loss (:mod:`nngk_lab.baselines`), and the optimiser
+(softmax) or pytorch-metric-learning loss (:mod:`nngk_lab.models.baselines`), and the optimiser
 over them."""
 
 from __future__ import annotations

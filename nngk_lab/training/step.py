@@ -37,13 +37,13 @@ class TrainStep:
     in bench/ time this same object.
 
     An NNGK run passes ``kernel_weights`` and the loss function ``nll``
-    (:func:`nngk_lab.loss.kernel_nll` or the fused one), a softmax run its ``head``, a
-    pytorch-metric-learning run its ``criterion`` (:class:`nngk_lab.baselines.BaselineLoss`).
+    (:func:`nngk_lab.kernel.loss.kernel_nll` or the fused one), a softmax run its ``head``, a
+    pytorch-metric-learning run its ``criterion`` (:class:`nngk_lab.models.baselines.BaselineLoss`).
     ``amp`` runs the network under bf16 autocast. With ``centre_momentum`` m, each
     image's centre in the bank moves to m * centre + (1 - m) * its new embedding after the
     step (an online update, as memory-bank methods keep their bank fresh), back on the unit
     sphere with ``unit_centres`` (for a network that normalises). With ``batch_kernels``
-    the loss is :func:`nngk_lab.loss.kernel_nll_with_batch`, where the batch's own images
+    the loss is :func:`nngk_lab.kernel.loss.kernel_nll_with_batch`, where the batch's own images
     are centres too, at their current embeddings. In a distributed
     run ``model`` is the DistributedDataParallel wrapper, ``loss_share`` scales this
     process's loss (given its ``present`` samples) so that the averaged gradient is the

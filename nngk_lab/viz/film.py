@@ -1,4 +1,4 @@
-"""Figures of the embedding forming (see :mod:`nngk_lab.embedding_film`): snapshots of
+"""Figures of the embedding forming (see :mod:`nngk_lab.explore.film`): snapshots of
 the 2-D centres epoch by epoch and the same as an animation, one row or panel per loss."""
 
 from __future__ import annotations

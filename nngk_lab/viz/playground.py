@@ -1,4 +1,4 @@
-"""The 2-D playground's figure (see :mod:`nngk_lab.playground`). Like every figure of
+"""The 2-D playground's figure (see :mod:`nngk_lab.explore.playground`). Like every figure of
 the kit it is built without pyplot and returned."""
 
 from __future__ import annotations

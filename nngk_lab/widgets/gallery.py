@@ -1,8 +1,6 @@
-"""ipywidgets explorers on cached embeddings. Each is a thin shell around a plain
-function (``sigma_view``, ``gallery_view``) that computes what to show; the widgets only
-copy its result into an HTML text and a PNG image, so the logic is tested without a browser.
-
-Display an explorer by making it a cell's last expression (or ``display(explorer)``)."""
+"""The neighbour-gallery explorer: a thin shell around :func:`gallery_view`, which
+computes what to show (the drawn gallery and a summary line); the widget only copies it
+into an HTML text and a PNG image, so the logic is tested without a browser."""
 
 from __future__ import annotations
 

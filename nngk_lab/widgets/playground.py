@@ -5,7 +5,7 @@ K, the query's position and one centre's kernel weight.
 one setting of the sliders (a :class:`PlaygroundView`); :func:`decision_regions` is the
 expensive part (every point of a grid over the plane) and depends only on sigma, K and
 the weights, so :class:`Playground` keeps the last one and a move of the query alone
-only redraws. The figure is :func:`nngk_lab.viz_playground.playground_figure`."""
+only redraws. The figure is :func:`nngk_lab.viz.playground.playground_figure`."""
 
 from __future__ import annotations
 

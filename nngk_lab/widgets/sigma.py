@@ -1,8 +1,7 @@
-"""ipywidgets explorers on cached embeddings. Each is a thin shell around a plain
-function (``sigma_view``, ``gallery_view``) that computes what to show; the widgets only
-copy its result into an HTML text and a PNG image, so the logic is tested without a browser.
-
-Display an explorer by making it a cell's last expression (or ``display(explorer)``)."""
+"""The sigma explorer: a thin shell around :func:`sigma_view`, which computes what to
+show for one (sigma, K, query); the widget only copies it into an HTML text and a PNG
+image, so the logic is tested without a browser. Display it by making it a cell's last
+expression (or ``display(explorer)``)."""
 
 from __future__ import annotations
 

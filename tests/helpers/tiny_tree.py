@@ -65,7 +65,7 @@ def one_thread(monkeypatch):
 def subprocess_env() -> dict:
     """Environment for a training subprocess (the package importable from this checkout)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 

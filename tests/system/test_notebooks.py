@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 from dataset_fakes import make_cub
 from nngk_lab.data.release_tree import prepare
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_data_loading.ipynb", "02_training.ipynb", "03_sigma_sensitivity.ipynb",
             "04_embedding_space.ipynb", "05_neighbour_galleries.ipynb", "06_kernel_playground.ipynb",

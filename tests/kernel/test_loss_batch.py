@@ -1,4 +1,4 @@
-"""nngk_lab.loss.kernel_nll_with_batch (``--batch_kernels``) against a naive per-sample
+"""nngk_lab.kernel.loss.kernel_nll_with_batch (``--batch_kernels``) against a naive per-sample
 float64 reference: each query's kernels are its K stored neighbours that are not in the
 batch, and every other image of the batch at its current embedding.
 

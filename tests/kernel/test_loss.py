@@ -1,4 +1,4 @@
-"""nngk_lab.loss against a naive per-sample float64 reference written from DESIGN.md:
+"""nngk_lab.kernel.loss against a naive per-sample float64 reference written from DESIGN.md:
 
     k_i(x)   = w_i * exp(-||x - c_i||^2 / (2 sigma^2))
     p(c | x) = sum_{i in N_K(x), y_i = c} k_i(x) / sum_{i in N_K(x)} k_i(x)

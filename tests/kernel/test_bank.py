@@ -1,4 +1,4 @@
-"""nngk_lab.bank: the exact chunked neighbour search against brute force, and the feature bank."""
+"""nngk_lab.kernel.bank: the exact chunked neighbour search against brute force, and the feature bank."""
 
 import numpy as np
 import pytest

@@ -26,7 +26,7 @@ from nngk_lab.training.config import make_config
 from nngk_lab.training.runs import CHECKPOINT_KIND, load_run
 from nngk_lab.training.loop import train
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_CLASSES, IMAGES_PER_CLASS, MAX_EPOCHS = 4, 12, 2
 # Tiny settings shared by the command-line and the Python runs (first 2 classes trained).
 TINY_FLAGS = ["--model", "small_cnn", "--input_size", "16", "--max_epochs", str(MAX_EPOCHS),

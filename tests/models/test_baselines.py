@@ -25,7 +25,7 @@ from nngk_lab.kernel.loss import kernel_nll
 from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME, load_run
 from nngk_lab.training.loop import train
 
-from test_reliability_resume import _signal_at_steps
+from signals import signal_at_steps
 from tiny_tree import history_without_time, make_tree, one_thread, same_tensors, tiny_argv, tiny_config  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -118,7 +118,7 @@ def test_interrupted_pml_run_resumes_exactly(tree, tmp_path, monkeypatch, loss):
     settings = dict(loss=loss, sampler="m_per_class", m_per_class=4)
     reference = train(tiny_config(tree, tmp_path / "reference", **settings))
     with monkeypatch.context() as m:
-        _signal_at_steps(m, {3})  # mid-epoch (4 batches per epoch)
+        signal_at_steps(m, {3})  # mid-epoch (4 batches per epoch)
         assert train(tiny_config(tree, tmp_path / "run", **settings)).stop_reason == "interrupted"
     resumed = train(tiny_config(tree, tmp_path / "run", **settings), resume=True)
     assert history_without_time(resumed.history) == history_without_time(reference.history)

@@ -1,6 +1,6 @@
 """Training with several processes (torchrun, gloo on the CPU) against one process.
 
-Each launch starts 2 processes of tests/dist_worker.py on one thread each, on the tiny
+Each launch starts 2 processes of tests/helpers/dist_worker.py on one thread each, on the tiny
 image tree (32 training images, global batch 8: 4 steps per epoch). With BatchNorm frozen
 and no dropout, 2 processes must train as 1 up to float reduction order; with the small
 CNN's BatchNorm trained, each process normalises its own half of the batch, so the
@@ -33,7 +33,7 @@ from nngk_lab.training.loop import train
 from bench.bench_distributed import free_port, launch, torchrun_variables
 from tiny_tree import make_tree, subprocess_env, tiny_argv, tiny_config
 
-WORKER = str(Path(__file__).with_name("dist_worker.py"))
+WORKER = str(Path(__file__).resolve().parents[1] / "helpers" / "dist_worker.py")
 LAUNCH_TIMEOUT_S = 300  # a launch's processes are killed after this; they take 10-40 s on 2 shared cores
 DIST_TIMEOUT_MIN = "1"  # each collective's timeout inside the processes
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float reduction order: measured differences were ~2e-7

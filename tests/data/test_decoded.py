@@ -1,4 +1,4 @@
-"""nngk_lab.decoded: images decoded once give the same pixels as the file path, and an
+"""nngk_lab.data.decoded: images decoded once give the same pixels as the file path, and an
 epoch's augmentation is a pure function of (seed, epoch)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from nngk_lab.training import parts as parts_module
+from signals import signal_at_steps
 from nngk_lab.training import loop as train_module
 from nngk_lab.kernel.bank import embed
 from nngk_lab.data.folders import ImageSamples
@@ -28,26 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     return make_tree(tmp_path_factory.mktemp("data") / "tree")
-
-
-def _signal_at_steps(monkeypatch, steps: set[int], signum=signal.SIGINT):
-    """Send ``signum`` to this process during training steps ``steps`` (1-based), from
-    inside the network's forward pass, as a Ctrl-C would arrive at any moment."""
-    real = parts_module.build_parts
-    calls = {"n": 0}
-
-    def hook(module, args):
-        if module.training:  # training steps only, not bank refreshes
-            calls["n"] += 1
-            if calls["n"] in steps:
-                signal.raise_signal(signum)
-
-    def build_parts(*args, **kwargs):
-        parts = real(*args, **kwargs)
-        parts.model.register_forward_pre_hook(hook)
-        return parts
-
-    monkeypatch.setattr(parts_module, "build_parts", build_parts)
 
 
 def _state(result) -> dict:
@@ -93,7 +73,7 @@ def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, inte
     resume = False
     for steps in interrupts:
         with monkeypatch.context() as m:
-            _signal_at_steps(m, steps)
+            signal_at_steps(m, steps)
             result = train(tiny_config(tree, save_dir, **settings), resume=resume)
         assert result.stop_reason == "interrupted"
         assert not safe_load(save_dir / CHECKPOINT_NAME, CHECKPOINT_KIND)["finished"]
@@ -109,7 +89,7 @@ def test_interrupted_run_resumes_exactly(tree, tmp_path, monkeypatch, loss, inte
 def test_sigterm_saves_and_resumes_like_ctrl_c(tree, tmp_path, monkeypatch):
     reference = train(tiny_config(tree, tmp_path / "reference"))
     with monkeypatch.context() as m:
-        _signal_at_steps(m, {5}, signal.SIGTERM)
+        signal_at_steps(m, {5}, signal.SIGTERM)
         assert train(tiny_config(tree, tmp_path / "run")).stop_reason == "interrupted"
     resumed = train(tiny_config(tree, tmp_path / "run"), resume=True)
     assert history_without_time(resumed.history) == history_without_time(reference.history)
@@ -120,7 +100,7 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tree, tmp_p
     save_dir = tmp_path / "run"
     train(tiny_config(tree, save_dir, max_epochs=1))
     kept = (save_dir / CHECKPOINT_NAME).read_bytes()
-    _signal_at_steps(monkeypatch, {2})
+    signal_at_steps(monkeypatch, {2})
     real_raise = signal.raise_signal
     monkeypatch.setattr(signal, "raise_signal", lambda s: (real_raise(s), real_raise(s)))  # pressed twice
     assert main(tiny_argv(tree, save_dir, "--resume", max_epochs=3)) == 130

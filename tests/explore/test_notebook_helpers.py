@@ -1,4 +1,4 @@
-"""nngk_lab.notebook: settings, paths, threads, caching, errors shown to students, and
+"""nngk_lab.explore.notebook: settings, paths, threads, caching, errors shown to students, and
 "load notebook 2's run or train one"; nngk_lab.device's container CPU quota."""
 
 import os

@@ -1,5 +1,5 @@
-"""One training process for tests/test_distributed.py, started by torchrun or by the tests
-with torchrun's environment variables: ``python tests/dist_worker.py [train flags]`` runs
+"""One training process for tests/training/test_distributed.py, started by torchrun or by the tests
+with torchrun's environment variables: ``python tests/helpers/dist_worker.py [train flags]`` runs
 ``python -m nngk_lab.train`` on one thread, with test hooks chosen by variables:
 
 - ``NNGK_TEST_FROZEN_BN=1``: the small CNN's BatchNorm frozen (statistics fixed), so that
