@@ -128,6 +128,9 @@ def long_modules(root: Path) -> list[tuple[str, int]]:
 
 def main(argv=None) -> int:
     root = Path((argv or sys.argv[1:] or [Path(__file__).resolve().parents[1] / "nngk_lab"])[0]).resolve()
+    if not (root / "__init__.py").is_file():
+        print(f"error: {root} is not a package folder (no __init__.py)", file=sys.stderr)
+        return 2
     graph = edges(root)
     found = circles(graph)
     print(f"{len(graph)} modules, {sum(map(len, graph.values()))} arrows")
