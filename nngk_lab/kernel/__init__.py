@@ -7,7 +7,7 @@ from .classify import kernel_predict_log_probs, nearest_neighbour_predict, accur
 from .fused_loss import interpreting, fused_kernel_nll, fused_loss_usable
 from .loss import (check_loss_inputs, neighbour_logits, class_log_probs, true_class_log_prob, kernel_log_probs,
     KernelLoss, kernel_nll, kernel_nll_with_batch, KernelWeights)
-from .nngk_loss import NNGKLoss, WithIndex
+from .nngk_loss import BanklessLoss, NNGKLoss, WithIndex
 from .search import (auto_chunk_rows, nearest_neighbours, torch_search, smallest, drop_self, faiss_search,
     time_backends)
 from .search_choice import (choose_backend, cached_choice, rule_backend, machine_key, cache_dir, read_cache,

@@ -51,6 +51,26 @@ class WithIndex(Dataset):
         return item[0], item[1], index
 
 
+class BanklessLoss(nn.Module):
+    """A loss of ``(embeddings, labels)``, such as a pytorch-metric-learning one, with
+    :class:`NNGKLoss`'s calls: it takes the indices too and ignores them, and its
+    :meth:`refresh` and :meth:`update` do nothing, so a loop written for NNGKLoss trains it
+    when only the line that makes the loss changes."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.loss(embeddings, labels)
+
+    def refresh(self, model: nn.Module, loader, **_) -> None:
+        """Nothing to refresh: the loss keeps no bank."""
+
+    def update(self, embeddings: torch.Tensor, indices: torch.Tensor) -> None:
+        """Nothing to move: the loss keeps no bank."""
+
+
 class NNGKLoss(nn.Module):
     """The nearest-neighbour Gaussian kernel loss with its own feature bank.
 
