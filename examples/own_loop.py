@@ -3,10 +3,11 @@ Run: python examples/own_loop.py [epochs]"""
 import sys
 
 import torch
+from pytorch_metric_learning import losses  # noqa: F401 (for the one line that swaps the loss)
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from nngk_lab import BanklessLoss, NNGKLoss, WithIndex, build_model  # noqa: F401 (BanklessLoss: the PML line)
+from nngk_lab import BanklessLoss, NNGKLoss, WithIndex, build_model  # noqa: F401
 
 torch.manual_seed(0)
 digits = load_digits()  # 1797 8x8 images of 10 digits: 1500 to train on, the rest to test
@@ -18,7 +19,7 @@ bank_loader = DataLoader(train_set, batch_size=256)  # what the refresh embeds: 
 
 model = build_model("small_cnn", pretrained="none", normalise=True)
 loss_fn = NNGKLoss(len(train_set), sigma=0.2, num_neighbours=20)
-# loss_fn = BanklessLoss(pytorch_metric_learning.losses.MultiSimilarityLoss())  # the one line for a PML loss
+# loss_fn = BanklessLoss(losses.MultiSimilarityLoss())  # this line instead: a pytorch-metric-learning loss
 optimiser = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=1e-3)
 
 for epoch in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
