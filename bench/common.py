@@ -142,8 +142,8 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
                        torch.randint(num_classes, (bank_size,), generator=g, device=device),
                        torch.randint(bank_size, (bank_size, k), generator=g, device=device))
     index = torch.randint(bank_size, (batch,), generator=g, device=device)
-    labels = bank.labels[bank.neighbours[index, 0]].cpu()  # every query has a neighbour of its class
-    index = index.cpu()
+    bank.labels[bank.neighbours[index, 0]] = bank.labels[index]  # every query has a neighbour of its class
+    labels, index = bank.labels[index].cpu(), index.cpu()
     nngk = NNGKLoss(bank_size, sigma, k, num_classes, fused=fused).to(device)
     nngk.bank = bank
     head = nn.Linear(dim, num_classes).to(device)

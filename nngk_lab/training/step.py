@@ -8,8 +8,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..kernel.nngk_loss import NNGKLoss
-
 EPOCH_SUMS = ("loss", "correct", "absent", "present")
 
 
@@ -34,14 +32,14 @@ class TrainStep:
     run its ``head``, a pytorch-metric-learning run its ``criterion``
     (:class:`nngk_lab.models.baselines.BaselineLoss`). ``amp`` runs the network under bf16
     autocast. With ``online_centres`` each image's centre moves towards its new embedding
-    after the step (:meth:`NNGKLoss.update`). In a distributed run ``model`` is the
+    after the step (``NNGKLoss.update``). In a distributed run ``model`` is the
     DistributedDataParallel wrapper and ``loss_share`` scales this process's loss (given its
     ``present`` samples) so that the averaged gradient is the global batch's.
     """
 
     model: nn.Module
     optimiser: torch.optim.Optimizer
-    nngk: NNGKLoss | None
+    nngk: nn.Module | None  # an NNGKLoss: step.py leaves it unimported, to keep the import chains short
     head: nn.Linear | None
     device: torch.device
     amp: bool = False

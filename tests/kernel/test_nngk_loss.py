@@ -93,6 +93,24 @@ def test_the_cpu_uses_the_plain_loss_and_predicts_as_the_classifier(seed, monkey
     assert torch.equal(out.predictions, sums.argmax(1))
 
 
+def test_the_fused_loss_is_used_where_it_works_as_the_trainer_chooses(seed, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the CPU runs the Triton kernels, as a GPU would
+    centres, labels = _points(25, 4, 3)
+    loss_fn = _refreshed(centres, labels, 5, 1.0)
+    calls = []
+    for name in ("kernel_nll", "fused_kernel_nll", "kernel_nll_with_batch"):
+        real = getattr(loss_module, name)
+        monkeypatch.setattr(loss_module, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    index = torch.arange(10)
+    results = []
+    for fused, batch_kernels in ((True, False), (False, False), (True, True)):
+        loss_fn.fused, loss_fn.batch_kernels = fused, batch_kernels
+        results.append(loss_fn.compute(centres[index] + 0.1, labels[index], index))
+    assert calls == ["fused_kernel_nll", "kernel_nll", "kernel_nll_with_batch"]
+    torch.testing.assert_close(results[0].loss, results[1].loss, rtol=1e-5, atol=1e-6)
+    assert torch.equal(results[0].predictions, results[1].predictions)
+
+
 def test_update_moves_the_batch_centres_and_nothing_else(seed):
     centres, labels = _points(20, 3, 2)
     loss_fn = _refreshed(centres, labels, 4, 1.0, momentum=0.25)

@@ -12,12 +12,12 @@ from bench.bench_distributed import launch
 from tiny_tree import subprocess_env
 
 WORKER = str(Path(__file__).resolve().parents[1] / "helpers" / "own_loop_worker.py")
-TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float reduction order, as tests/training/test_distributed.py
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}  # float reduction order, as tests/training/test_distributed.py
 
 
 def test_two_processes_of_a_plain_loop_train_as_one(tmp_path):
     single = subprocess.run([sys.executable, WORKER, str(tmp_path / "one.pt")], env=subprocess_env(),
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, check=False)
     assert single.returncode == 0, single.stderr[-3000:]
     runs = launch([sys.executable, WORKER, str(tmp_path / "two.pt")], 2, subprocess_env(), 300)
     assert all(run.returncode == 0 for run in runs), runs[0].stdout[-3000:] + runs[1].stdout[-3000:]
