@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 
 from nngk_lab import distributed
-from nngk_lab.kernel.bank import FeatureBank
 from nngk_lab.training.config import make_config
 from nngk_lab.device import available_cores
 from nngk_lab.training.loaders import RunImages, load_split
@@ -92,22 +91,21 @@ def worker(data: str, sizes: dict, steps: int, threads: int) -> None:
         split = load_split(config)
         parts = build_initial_parts(config, split.num_trained, len(split.train), device)
         network = distributed.wrap(parts.model, (parts.kernel_weights,), device, False)
-        step = TrainStep(network, parts.optimiser, parts.kernel_weights, None, config.sigma, split.num_trained, device,
+        step = TrainStep(network, parts.optimiser, parts.nngk, None, device,
                          loss_share=distributed.loss_share if distributed.active() else None)
         images = RunImages(config, split, device)
         refresh = []
         for _ in range(2):
             distributed.barrier()
             start = time.perf_counter()
-            bank = FeatureBank.build(parts.model, images.eval_batches("train"), device, config.num_neighbours,
-                                     progress=False)
+            parts.nngk.refresh(parts.model, images.eval_batches("train"))
             refresh.append(time.perf_counter() - start)
         parts.model.train()
         batches = iter(distributed.split_loader(images.epoch_batches(0, 0)))
-        step(*next(batches), bank)  # warm-up
+        step(*next(batches))  # warm-up
         distributed.barrier()
         start = time.perf_counter()
-        taken = sum(1 for _, batch in zip(range(steps), batches) if step(*batch, bank))
+        taken = sum(1 for _, batch in zip(range(steps), batches) if step(*batch))
         step_s = (time.perf_counter() - start) / max(taken, 1)
         if distributed.is_writer():
             print(json.dumps({"processes": distributed.world_size(), "threads each": torch.get_num_threads(),

@@ -117,7 +117,7 @@ def mean_time(fn: Callable[[], object], runs: int, device: torch.device | str, w
 
 def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size: int, num_classes: int,
                         k: int, sigma: float, amp: bool = False, seed: int = 0,
-                        nll: Callable | None = None) -> dict[str, Callable[[], None]]:
+                        fused: bool = False) -> dict[str, Callable[[], None]]:
     """Callables that run one part of a training step with ``nngk_lab.training.step.TrainStep``,
     the code training runs, on fixed inputs already on the device and a random bank
     (values do not change the cost), for timing.
@@ -125,13 +125,14 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     Keys: ``backbone`` (forward + backward), ``{nngk,softmax}_loss`` (forward + backward
     on fixed features, with the running-accuracy prediction), ``{nngk,softmax}_optimiser``
     and ``{nngk,softmax}_step`` (forward, loss, zero_grad, backward, optimiser step, and the
-    running sums of loss and accuracy kept on the device). ``nll`` is the NNGK loss
-    function (default :func:`nngk_lab.kernel.loss.kernel_nll`; the fused one is another).
+    running sums of loss and accuracy kept on the device). ``fused``: the NNGK loss is the
+    fused Triton one where it works (default: :func:`nngk_lab.kernel.loss.kernel_nll`).
+    Labels and indices stay on the CPU, as a loader gives them to training.
     """
     from torch import nn
 
     from nngk_lab.kernel.bank import FeatureBank
-    from nngk_lab.kernel.loss import KernelWeights, kernel_nll
+    from nngk_lab.kernel.nngk_loss import NNGKLoss
     from nngk_lab.training.step import EPOCH_SUMS, TrainStep, add_to_sums
 
     device = images.device
@@ -141,15 +142,17 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
                        torch.randint(num_classes, (bank_size,), generator=g, device=device),
                        torch.randint(bank_size, (bank_size, k), generator=g, device=device))
     index = torch.randint(bank_size, (batch,), generator=g, device=device)
-    labels = bank.labels[bank.neighbours[index, 0]]  # every query has a neighbour of its class
-    kernel_weights = KernelWeights(bank_size).to(device)
+    bank.labels[bank.neighbours[index, 0]] = bank.labels[index]  # every query has a neighbour of its class
+    labels, index = bank.labels[index].cpu(), index.cpu()
+    nngk = NNGKLoss(bank_size, sigma, k, num_classes, fused=fused).to(device)
+    nngk.bank = bank
     head = nn.Linear(dim, num_classes).to(device)
     steps = {
         "nngk": TrainStep(model, torch.optim.Adam([{"params": model.parameters()},
-                                                   {"params": kernel_weights.parameters()}], lr=1e-7),
-                          kernel_weights, None, sigma, num_classes, device, amp, nll or kernel_nll),
+                                                   {"params": nngk.parameters()}], lr=1e-7),
+                          nngk, None, device, amp),
         "softmax": TrainStep(model, torch.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-7),
-                             None, head, sigma, num_classes, device, amp)}
+                             None, head, device, amp)}
     model.train()
 
     def backbone():
@@ -163,14 +166,14 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
     def loss_part(name):
         def run():
             steps[name].optimiser.zero_grad(set_to_none=True)
-            steps[name].loss(fixed.clone().requires_grad_(True), labels, index, bank)[0].backward()
+            steps[name].loss(fixed.clone().requires_grad_(True), labels, index)[0].backward()
         return run
 
     sums = {key: torch.zeros((), device=device) for key in EPOCH_SUMS}
 
     def step(name):
         def run():
-            add_to_sums(sums, steps[name](images, labels, index, bank))
+            add_to_sums(sums, steps[name](images, labels, index))
         return run
 
     def optimiser_part(name):

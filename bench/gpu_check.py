@@ -198,7 +198,8 @@ def check_correctness(s: Sizes, device: torch.device, report: Report) -> None:
         images = torch.randn(s.batch, 3, s.input_size, s.input_size, device=device)
         for loss_name, nll in [("", kernel_nll)] + [(", fused loss", fused_kernel_nll)] * fused:
             parts = training_step_parts(model_dev, images.contiguous(memory_format=torch.channels_last),
-                                        s.bank_size, s.num_classes, s.k, s.sigma, nll=nll)
+                                        s.bank_size, s.num_classes, s.k, s.sigma,
+                                        fused=nll is fused_kernel_nll)
             parts["nngk_step"]()
             synchronise(device)
             torch.cuda.set_sync_debug_mode("warn")
@@ -259,7 +260,7 @@ def time_steps(s: Sizes, device: torch.device, report: Report) -> None:
                        ratio=f"{t[f'{loss}_optimiser'] / t['nngk_step']:.1%} of nngk step")
         if fused_loss_usable(device):  # what training runs by default on a GPU
             fused = training_step_parts(model, images, s.bank_size, s.num_classes, s.k, s.sigma, amp=amp,
-                                        nll=fused_kernel_nll)
+                                        fused=True)
             t_step, t_loss = (mean_time(fused[name], s.step_runs, device) for name in ("nngk_step", "nngk_loss"))
             report.add("step", f"nngk step, fused loss {case}", precision, t_step, rate=f"{s.batch / t_step:.0f} img/s",
                        ratio=f"x{t_step / t['softmax_step']:.3f} softmax")

@@ -16,15 +16,19 @@ Subpackages, lowest first; each imports only from those before it:
 The command lines (``python -m nngk_lab.train``, ``evaluate``, ``compare``, ``datasets``,
 ``weights_study``) sit on top; nothing in the package imports them.
 
-The names below are what a training loop of your own needs.
+The names below are what a training loop of your own needs: :class:`NNGKLoss` is the
+method as one loss module (its bank, neighbour lists and kernel weights inside), and
+:class:`WithIndex` gives a dataset the image indices it is called with, and
+:class:`BanklessLoss` gives a pytorch-metric-learning loss the same calls.
 """
 
 from .evaluation.metrics import map_at_r, recall_at_k
 from .kernel.bank import FeatureBank
 from .kernel.loss import KernelWeights, kernel_nll
+from .kernel.nngk_loss import BanklessLoss, NNGKLoss, WithIndex
 from .kernel.search import nearest_neighbours
 from .models.backbones import build_model
 
 __version__ = "0.1.0"
-__all__ = ["FeatureBank", "KernelWeights", "build_model", "kernel_nll", "map_at_r", "nearest_neighbours",
-           "recall_at_k"]
+__all__ = ["BanklessLoss", "FeatureBank", "KernelWeights", "NNGKLoss", "WithIndex", "build_model", "kernel_nll",
+           "map_at_r", "nearest_neighbours", "recall_at_k"]

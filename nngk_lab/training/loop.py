@@ -29,8 +29,7 @@ from ..errors import ConfigError, NNGKError, ResourceError
 from ..files import atomic_write_text
 from ..kernel.bank import FeatureBank, embed_shared
 from ..kernel.classify import classification_metrics
-from ..kernel.fused_loss import fused_kernel_nll, fused_loss_usable
-from ..kernel.loss import KernelWeights, kernel_nll
+from ..kernel.loss import KernelWeights
 from ..models.baselines import PML_LOSSES
 from .config import TrainConfig
 from .interrupts import DeferredInterrupt
@@ -154,7 +153,7 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
                           "splits each batch across processes; train it on one process")
     run = _Run(config, split, device, save_dir, fingerprint)
     if state is not None:
-        run.progress = restore(state, run.parts, device, resume_from)
+        run.restored(restore(state, run.parts, device, resume_from))
     return run.train(state)
 
 
@@ -170,17 +169,19 @@ class _Run:
         self.progress = Progress()
         self.images = RunImages(config, split, device)
         self.k_train = min(config.num_neighbours, len(split.train) - 1)
-        use_fused = config.loss == "nngk" and config.fused_loss and not config.batch_kernels \
-            and fused_loss_usable(device)
+        self.nngk = self.parts.nngk
         network = distributed.wrap(self.parts.model, (self.parts.kernel_weights, self.parts.head,
                                                       self.parts.criterion), device, config.sync_bn)
-        self.step = TrainStep(network, self.parts.optimiser, self.parts.kernel_weights, self.parts.head,
-                              config.sigma, split.num_trained, device, config.amp,
-                              fused_kernel_nll if use_fused else kernel_nll, criterion=self.parts.criterion,
-                              centre_momentum=config.centre_momentum if config.centres == "online" else None,
-                              unit_centres=config.unit_embeddings, batch_kernels=config.batch_kernels,
-                              loss_share=distributed.loss_share if distributed.active() else None,
-                              gather=distributed.gather_all if distributed.active() else None)
+        self.step = TrainStep(network, self.parts.optimiser, self.nngk, self.parts.head, device, config.amp,
+                              criterion=self.parts.criterion,
+                              online_centres=self.nngk is not None and self.online_centres,
+                              loss_share=distributed.loss_share if distributed.active() else None)
+
+    def restored(self, progress: Progress) -> None:
+        """Continue from a checkpoint's ``progress``; its bank is the NNGK loss's again."""
+        self.progress = progress
+        if self.nngk is not None:
+            self.nngk.bank = progress.bank
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -238,14 +239,16 @@ class _Run:
         return self.config.centres == "online"
 
     def refresh(self) -> None:
-        """The scheduled refresh: new centres and neighbour lists or, where the centres
-        follow the network at every step (``--centres online``), new neighbour lists."""
+        """The scheduled refresh of the NNGK loss's bank: new centres and neighbour lists
+        or, where the centres follow the network at every step (``--centres online``), new
+        neighbour lists. The run's progress holds the same bank, for its checkpoint."""
         p = self.progress
         if self.online_centres and p.bank is not None:
-            p.bank.update_neighbours(self.k_train)
-            p.bank.refreshed_at_epoch = p.epoch
+            self.nngk.refresh_neighbours(epoch=p.epoch)
         else:
-            p.bank = self.build_bank()
+            self.nngk.refresh(self.parts.model, self.images.eval_batches("train"), epoch=p.epoch,
+                              progress=self.config.progress)
+        p.bank = self.nngk.bank
 
     def current_bank(self) -> FeatureBank:
         """A bank of the current model's centres: the training bank just after a refresh
@@ -270,7 +273,7 @@ class _Run:
                    leave=False)
         for images, labels, index in bar:
             distributed.seed_step(config.seed, p.epoch, p.step)
-            add_to_sums(sums, self.step(images, labels, index, p.bank))
+            add_to_sums(sums, self.step(images, labels, index))
             p.step += 1
             if p.step % CHECK_EVERY_STEPS == 0:  # a device sync, so not every step
                 running_loss = float(sums["loss"]) / max(float(sums["present"]), 1.0)
@@ -325,6 +328,8 @@ class _Run:
         eval_bank = None
         if at_refresh:
             p.bank = bank
+            if self.nngk is not None:
+                self.nngk.bank = bank
         elif bank is not p.bank:
             eval_bank = bank
         evaluation = self.test_metrics(bank)

@@ -1,6 +1,6 @@
-"""The trainable parts of a run: the network, the kernel weights (NNGK), classifier head
-(softmax) or pytorch-metric-learning loss (:mod:`nngk_lab.models.baselines`), and the optimiser
-over them."""
+"""The trainable parts of a run: the network, the NNGK loss module (its kernel weights and
+bank, :class:`nngk_lab.kernel.nngk_loss.NNGKLoss`), classifier head (softmax) or
+pytorch-metric-learning loss (:mod:`nngk_lab.models.baselines`), and the optimiser over them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..kernel.loss import KernelWeights
+from ..kernel.nngk_loss import NNGKLoss
 from ..models.backbones import build_model
 from ..models.baselines import PML_LOSSES, BaselineLoss
 from .config import TrainConfig
@@ -17,18 +18,25 @@ from .config import TrainConfig
 
 @dataclass
 class Parts:
-    """What a run trains. ``kernel_weights`` is set for an NNGK run, ``head`` for softmax,
+    """What a run trains. ``nngk`` is set for an NNGK run, ``head`` for softmax,
     ``criterion`` (with its proxies, if any) for a pytorch-metric-learning loss."""
 
     model: nn.Module
-    kernel_weights: KernelWeights | None
+    nngk: NNGKLoss | None
     head: nn.Linear | None
     optimiser: torch.optim.Optimizer
     criterion: BaselineLoss | None = None
 
+    @property
+    def kernel_weights(self) -> KernelWeights | None:
+        """The NNGK loss's kernel weights (None for the other losses)."""
+        return None if self.nngk is None else self.nngk.kernel_weights
+
     def modules(self) -> dict[str, nn.Module | None]:
         """The checkpoint's names for the trained modules (None where a loss has none;
-        checkpoints from before the baselines have no ``criterion``)."""
+        checkpoints from before the baselines have no ``criterion``). The NNGK loss's kernel
+        weights are saved as ``kernel_weights`` and its bank as the checkpoint's ``bank``,
+        as before the loss was one module, so runs of either time load alike."""
         return {"model": self.model, "kernel_weights": self.kernel_weights, "head": self.head,
                 "criterion": self.criterion}
 
@@ -43,9 +51,9 @@ def build_parts(config: TrainConfig, num_classes: int, num_train: int, device: t
     model = model.to(memory_format=torch.channels_last)  # as EmbeddingNet takes its images
     weight_lr = config.weight_learning_rate or config.learning_rate
     if config.loss == "nngk":
-        kernel_weights, head = KernelWeights(num_train).to(device), None
+        nngk, head = nngk_loss(config, num_classes, num_train).to(device), None
         groups = [{"params": model.parameters(), "lr": config.learning_rate},
-                  {"params": kernel_weights.parameters(), "lr": weight_lr}]
+                  {"params": nngk.parameters(), "lr": weight_lr}]
     elif config.loss in PML_LOSSES:
         criterion = BaselineLoss(config.loss, num_classes, model.embedding_dim).to(device)
         groups = [{"params": model.parameters(), "lr": config.learning_rate}]
@@ -53,9 +61,15 @@ def build_parts(config: TrainConfig, num_classes: int, num_train: int, device: t
             groups.append({"params": criterion.parameters(), "lr": weight_lr})
         return Parts(model, None, None, torch.optim.Adam(groups), criterion)
     else:
-        kernel_weights, head = None, nn.Linear(model.embedding_dim, num_classes).to(device)
+        nngk, head = None, nn.Linear(model.embedding_dim, num_classes).to(device)
         groups = [{"params": list(model.parameters()) + list(head.parameters()), "lr": config.learning_rate}]
-    return Parts(model, kernel_weights, head, torch.optim.Adam(groups))
+    return Parts(model, nngk, head, torch.optim.Adam(groups))
+
+
+def nngk_loss(config: TrainConfig, num_classes: int, num_train: int) -> NNGKLoss:
+    """The NNGK loss module of a run with ``config``, over ``num_train`` training images."""
+    return NNGKLoss(num_train, config.sigma, config.num_neighbours, num_classes, batch_kernels=config.batch_kernels,
+                    fused=config.fused_loss, momentum=config.centre_momentum, unit_centres=config.unit_embeddings)
 
 
 def build_initial_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device) -> Parts:

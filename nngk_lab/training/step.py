@@ -8,15 +8,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..kernel.bank import FeatureBank
-from ..kernel.loss import (
-    KernelLoss,
-    KernelWeights,
-    class_log_probs,
-    kernel_nll,
-    kernel_nll_with_batch,
-)
-
 EPOCH_SUMS = ("loss", "correct", "absent", "present")
 
 
@@ -36,36 +27,25 @@ class TrainStep:
     """One optimiser step on one batch, exactly as :func:`nngk_lab.train.train` takes it; the benchmarks
     in bench/ time this same object.
 
-    An NNGK run passes ``kernel_weights`` and the loss function ``nll``
-    (:func:`nngk_lab.kernel.loss.kernel_nll` or the fused one), a softmax run its ``head``, a
-    pytorch-metric-learning run its ``criterion`` (:class:`nngk_lab.models.baselines.BaselineLoss`).
-    ``amp`` runs the network under bf16 autocast. With ``centre_momentum`` m, each
-    image's centre in the bank moves to m * centre + (1 - m) * its new embedding after the
-    step (an online update, as memory-bank methods keep their bank fresh), back on the unit
-    sphere with ``unit_centres`` (for a network that normalises). With ``batch_kernels``
-    the loss is :func:`nngk_lab.kernel.loss.kernel_nll_with_batch`, where the batch's own images
-    are centres too, at their current embeddings. In a distributed
-    run ``model`` is the DistributedDataParallel wrapper, ``loss_share`` scales this
-    process's loss (given its ``present`` samples) so that the averaged gradient is the
-    global batch's, and ``gather`` collects every process's (index, embeddings) so that all
-    banks move alike.
+    An NNGK run passes its loss module ``nngk`` (:class:`nngk_lab.kernel.nngk_loss.NNGKLoss`, which
+    holds the bank, the kernel weights and the choice of the plain or fused loss), a softmax
+    run its ``head``, a pytorch-metric-learning run its ``criterion``
+    (:class:`nngk_lab.models.baselines.BaselineLoss`). ``amp`` runs the network under bf16
+    autocast. With ``online_centres`` each image's centre moves towards its new embedding
+    after the step (``NNGKLoss.update``). In a distributed run ``model`` is the
+    DistributedDataParallel wrapper and ``loss_share`` scales this process's loss (given its
+    ``present`` samples) so that the averaged gradient is the global batch's.
     """
 
     model: nn.Module
     optimiser: torch.optim.Optimizer
-    kernel_weights: KernelWeights | None
+    nngk: nn.Module | None  # an NNGKLoss: step.py leaves it unimported, to keep the import chains short
     head: nn.Linear | None
-    sigma: float
-    num_classes: int
     device: torch.device
     amp: bool = False
-    nll: Callable[..., KernelLoss] = kernel_nll
     criterion: nn.Module | None = None
-    centre_momentum: float | None = None
-    unit_centres: bool = False
-    batch_kernels: bool = False
+    online_centres: bool = False
     loss_share: Callable[[torch.Tensor], torch.Tensor] | None = None
-    gather: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __post_init__(self):
         self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -76,48 +56,31 @@ class TrainStep:
             features = self.model(images)
         return features.float()
 
-    def loss(self, features: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
-             bank: FeatureBank | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss(self, features: torch.Tensor, labels: torch.Tensor,
+             index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(loss, present, predictions)`` of a batch of embeddings with true ``labels``;
-        ``index`` gives each image's place in the bank, whose neighbour lists the NNGK loss
-        uses (the other losses need neither)."""
+        ``index`` gives each image's place in the NNGK loss's bank (the other losses need
+        neither). Labels and index may be the loader's, on the CPU."""
+        if self.nngk is not None:
+            out = self.nngk.compute(features, labels, index)
+            return out.loss, out.present, out.predictions
+        labels = labels.to(self.device, non_blocking=True)
         if self.criterion is not None:
             return self.criterion(features, labels)
-        if self.kernel_weights is None:
-            logits = self.head(features)
-            return (nn.functional.cross_entropy(logits, labels), torch.ones_like(labels, dtype=torch.bool),
-                    logits.argmax(1))
-        index = index.to(self.device, non_blocking=True)
-        neighbours = bank.neighbours[index]
-        if self.batch_kernels:
-            out = kernel_nll_with_batch(features, labels, index, bank.features, bank.labels, neighbours,
-                                        self.kernel_weights.log_weights, self.sigma, self.num_classes, bank.sq_norms)
-        else:
-            out = self.nll(features, labels, bank.features, bank.labels, neighbours,
-                           self.kernel_weights.log_weights, self.sigma, bank.sq_norms)
-        predictions = out.predictions
-        if predictions is None:
-            with torch.no_grad():
-                predictions = class_log_probs(out.logits.detach(), bank.labels[neighbours],
-                                              self.num_classes).argmax(1)
-        return out.loss, out.present, predictions
+        logits = self.head(features)
+        return nn.functional.cross_entropy(logits, labels), torch.ones_like(labels, dtype=torch.bool), logits.argmax(1)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
-                 bank: FeatureBank | None) -> StepResult:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> StepResult:
         """Forward, loss, backward and optimiser step on one batch from the loader."""
         images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
         features = self.features(images)
-        loss, present, predictions = self.loss(features, labels, index, bank)
+        loss, present, predictions = self.loss(features, labels, index)
         self.optimiser.zero_grad(set_to_none=True)
         (loss if self.loss_share is None else loss * self.loss_share(present)).backward()
         self.optimiser.step()
-        if self.centre_momentum is not None and bank is not None:  # after backward, which reads the centres
-            index, fresh = index.to(self.device, non_blocking=True), features.detach()
-            if self.gather is not None:
-                index, fresh = self.gather(index, fresh)
-            bank.move_centres(index, fresh, self.centre_momentum, self.unit_centres)
-        return StepResult(loss.detach(), present, predictions, labels)
+        if self.online_centres:  # after backward, which reads the centres
+            self.nngk.update(features.detach(), index)
+        return StepResult(loss.detach(), present, predictions, labels.to(self.device, non_blocking=True))
 
 
 def add_to_sums(sums: dict[str, torch.Tensor], step: StepResult) -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nngk_lab.kernel import fused_loss
+from nngk_lab.kernel import nngk_loss
 from nngk_lab.training import loop as training
 from nngk_lab.kernel.fused_loss import MAX_NEIGHBOURS, fused_kernel_nll, fused_loss_usable
 from nngk_lab.kernel.loss import class_log_probs, kernel_nll, neighbour_logits
@@ -156,7 +157,7 @@ def test_a_failing_self_check_warns_and_falls_back(monkeypatch):
 
 def test_training_with_the_fused_loss_follows_the_plain_loss(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(training, "fused_kernel_nll", lambda *a: calls.append(1) or fused_kernel_nll(*a))
+    monkeypatch.setattr(nngk_loss, "fused_kernel_nll", lambda *a: calls.append(1) or fused_kernel_nll(*a))
     data = write_tree(tmp_path / "data", num_classes=4, per_class=10)
     histories = []
     for fused in (False, True):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nngk_lab.training import parts as parts_module
-from nngk_lab.training import loop as train_module
+from nngk_lab.kernel import nngk_loss as loss_module
 from nngk_lab.errors import NonFiniteLossError, ResourceError
 from nngk_lab.kernel.loss import kernel_nll
 from nngk_lab.train import main
@@ -91,14 +91,14 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypa
     tree, save_dir = make_tree(tmp_path / "tree"), tmp_path / "run"
     train(tiny_config(tree, save_dir, max_epochs=1))
     kept = (save_dir / CHECKPOINT_NAME).read_bytes()
-    real, calls = train_module.kernel_nll, {"n": 0}
+    real, calls = loss_module.kernel_nll, {"n": 0}
 
     def nan_on_second_step(*args, **kwargs):
         out = real(*args, **kwargs)
         calls["n"] += 1
         return out._replace(loss=out.loss * math.nan) if calls["n"] == 2 else out
 
-    monkeypatch.setattr(train_module, "kernel_nll", nan_on_second_step)
+    monkeypatch.setattr(loss_module, "kernel_nll", nan_on_second_step)
     with pytest.raises(NonFiniteLossError, match=f"the loss became NaN or infinite in epoch 2.*{save_dir} was kept"):
         train(tiny_config(tree, save_dir, max_epochs=3), resume=True)
     assert (save_dir / CHECKPOINT_NAME).read_bytes() == kept
@@ -153,7 +153,7 @@ def test_out_of_memory_is_a_clear_error_and_keeps_the_checkpoint(tmp_path, monke
     def out_of_memory(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(train_module, "kernel_nll", out_of_memory)
+    monkeypatch.setattr(loss_module, "kernel_nll", out_of_memory)
     with pytest.raises(ResourceError, match=f"needs more memory than is free.*{save_dir} was kept.*--batch_size"):
         train(tiny_config(tree, save_dir, max_epochs=2), resume=True)
     assert (save_dir / CHECKPOINT_NAME).read_bytes() == kept
@@ -163,6 +163,6 @@ def test_other_runtime_errors_are_not_mistaken_for_memory(tmp_path, monkeypatch,
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(train_module, "kernel_nll", broken)
+    monkeypatch.setattr(loss_module, "kernel_nll", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         train(tiny_config(make_tree(tmp_path / "tree"), tmp_path / "run"))

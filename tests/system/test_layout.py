@@ -42,7 +42,8 @@ def test_the_graph_sees_function_level_imports(tmp_path):
 def test_no_circle_and_every_arrow_points_down(graph):
     assert graph_tool.circles(graph) == []
     assert graph_tool.upward(graph) == []
-    assert graph_tool.floors(graph) <= 16
+    # 17: kernel.nngk_loss (the method as one module, over the bank) sits between training and the bank.
+    assert graph_tool.floors(graph) <= 17
 
 
 def test_every_module_has_a_layer(graph):
