@@ -147,7 +147,8 @@ def check(notebooks: list[Path], fast: bool, cpu: int = 0, memory: int = 2 * GIB
         python, env = make_environment(work)
         log(f"environment built in {time.monotonic() - start:.0f} s (fresh venv, binder/requirements.txt, "
             f"binder/postBuild); notebooks on CPU {cpu}, {memory / GIB:g} GiB, {'fast' if fast else 'full'} mode")
-        env = {**env, "NNGK_FAST": "1" if fast else "0"}
+        # A fresh runs folder, as a new visitor's: the notebooks would otherwise write runs/ in this checkout.
+        env = {**env, "NNGK_FAST": "1" if fast else "0", "NNGK_RUNS": str(work / "runs")}
         executed = work / "executed"
         results = []
         log(f"{'notebook':32} {'wall s':>8} {'CPU s':>8} {'kernel peak MiB':>16} {'tree peak MiB':>14}")

@@ -86,15 +86,8 @@ def execution_env(scratch: Path, fast: bool) -> dict[str, str]:
 def execute(path: Path, env: dict[str, str]) -> nbformat.NotebookNode:
     """Run a notebook top to bottom in notebooks/ (as Jupyter does), keeping the widget state."""
     notebook = nbformat.read(path, as_version=4)
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)  # the kernel inherits the environment of the process that starts it
-    try:
-        NotebookClient(notebook, timeout=900, kernel_name="python3", store_widget_state=True,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    NotebookClient(notebook, timeout=900, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute(env=env)  # env: the kernel's
     return notebook
 
 
@@ -193,14 +186,14 @@ def executed_pages(fast: bool = True, log=print) -> list[Path]:
             else:
                 start = time.monotonic()
                 notebook = execute(path, env)
-                widgets = static_widgets(notebook, path)
                 for stale in CACHE.glob(f"{path.stem}-*.ipynb"):
                     stale.unlink()
-                nbformat.write(notebook, cached)
-                log(f"{path.name}: executed in {time.monotonic() - start:.0f} s, {widgets} widget(s) made static")
-            page = PAGES / path.name
-            nbformat.write(with_binder_link(notebook, path, fast), page)
-            written.append(page)
+                nbformat.write(notebook, cached)  # as executed, widget state included
+                log(f"{path.name}: executed in {time.monotonic() - start:.0f} s")
+            page = with_binder_link(notebook, path, fast)
+            static_widgets(page, path)  # here, not before caching: a new sentence needs no new execution
+            nbformat.write(page, PAGES / path.name)
+            written.append(PAGES / path.name)
     for old in PAGES.glob("*.ipynb"):
         if old not in written:
             old.unlink()

@@ -10,6 +10,7 @@ import base64
 import re
 import subprocess
 import sys
+import tomllib
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -136,3 +137,11 @@ def test_an_explorer_becomes_its_picture_and_its_controls_values():
     notebook.cells[0].outputs = [nbformat.v4.new_output("display_data", data={build_site.WIDGET_VIEW: {"model_id": "x"}})]
     with pytest.raises(ValueError, match="WIDGET_SENTENCES"):
         build_site.static_widgets(notebook, Path("99_new.ipynb"))
+
+
+def test_the_docs_requirements_and_the_docs_extra_list_the_same_packages():
+    listed = [line.strip() for line in (ROOT / "requirements-docs.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["docs"]
+    assert listed == extra
+    assert "-r requirements-docs.txt" in (ROOT / "requirements.txt").read_text().splitlines()  # make setup installs it
