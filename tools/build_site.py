@@ -84,16 +84,16 @@ def execution_env(scratch: Path, fast: bool) -> dict[str, str]:
     return env
 
 
-def execute(path: Path, env: dict[str, str], fast: bool, log=print) -> nbformat.NotebookNode:
+def execute(path: Path, env: dict[str, str], timeout: int, log=print) -> nbformat.NotebookNode:
     """Run a notebook top to bottom in notebooks/ (as Jupyter does), keeping the widget state.
 
-    A cell that passes the time limit (5 minutes in fast mode, where none needs one) is
+    A cell that passes ``timeout`` seconds (5 minutes in fast mode, where none needs one) is
     taken for a lost message between nbclient and the kernel, an intermittent hang seen
     here once with ipykernel 7 (kernel and client both idle): the notebook runs once more
     in a fresh kernel before the build gives up."""
     for attempt in (1, 2):
         notebook = nbformat.read(path, as_version=4)
-        client = NotebookClient(notebook, timeout=300 if fast else 3600, kernel_name="python3",
+        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                 store_widget_state=True, resources={"metadata": {"path": str(path.parent)}})
         try:
             client.execute(env=env)  # env: the kernel's
@@ -199,7 +199,7 @@ def executed_pages(fast: bool = True, log=print) -> list[Path]:
                 notebook = nbformat.read(cached, as_version=4)
             else:
                 start = time.monotonic()
-                notebook = execute(path, env, fast, log)
+                notebook = execute(path, env, 300 if fast else 3600, log)
                 for stale in CACHE.glob(f"{path.stem}-*.ipynb"):
                     stale.unlink()
                 nbformat.write(notebook, cached)  # as executed, widget state included

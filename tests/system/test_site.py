@@ -7,6 +7,7 @@ the browser test of the site shares), about 1.5 minutes on 2 idle cores.
 """
 
 import base64
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import nbformat
 import pytest
+from nbclient.exceptions import CellTimeoutError
 
 from tool_scripts import load_tool
 
@@ -145,3 +147,21 @@ def test_the_docs_requirements_and_the_docs_extra_list_the_same_packages():
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["docs"]
     assert listed == extra
     assert "-r requirements-docs.txt" in (ROOT / "requirements.txt").read_text().splitlines()  # make setup installs it
+
+
+def test_a_notebook_whose_cell_hangs_runs_once_more_in_a_new_kernel(tmp_path):
+    marker = tmp_path / "first-try"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import pathlib, time\nm = pathlib.Path({str(marker)!r})\n"
+        "if not m.exists():\n    m.touch()\n    time.sleep(60)  # the first kernel 'hangs'\nprint('ran')")])
+    path = tmp_path / "hangs.ipynb"
+    nbformat.write(notebook, path)
+    said = []
+    executed = build_site.execute(path, dict(os.environ), timeout=5, log=said.append)
+    assert executed.cells[0].outputs[0]["text"] == "ran\n"
+    assert said == ["hangs.ipynb: a cell passed the time limit; running the notebook again in a new kernel"]
+
+    marker.unlink()
+    path.write_text(path.read_text().replace("if not m.exists():", "if True:"))
+    with pytest.raises(CellTimeoutError):
+        build_site.execute(path, dict(os.environ), timeout=5, log=said.append)
