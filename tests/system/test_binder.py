@@ -1,5 +1,6 @@
 """binder/: CPU-only torch at the project's pinned versions, the package installed by an
-executable postBuild, and nothing that pins JupyterLab or ipywidgets below 4 / 8."""
+executable postBuild, and nothing that pins JupyterLab or ipywidgets below 4 / 8; and a
+Binder-like environment (tools/binder_check.py) running a notebook within 1 CPU and 2 GiB."""
 
 import os
 import re
@@ -7,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
+
+from tool_scripts import load_tool
+
 ROOT = Path(__file__).resolve().parents[2]
+binder_check = load_tool("binder_check")
 
 
 def _requirements(path: Path) -> dict[str, str]:
@@ -82,3 +88,39 @@ def test_offline_build_falls_back_to_the_digits_and_the_notebooks_say_why(tmp_pa
     assert choice.name == "digits" and choice.data_dir is None
     assert choice.note.startswith("NNGK_DATASET=cifar100, but the Binder build could not prepare CIFAR-100")
     assert nb.settings(fast=True).main_run.name == "digits-fast"
+
+
+def test_the_limits_pin_one_cpu_and_stop_a_process_that_takes_more_memory(tmp_path):
+    report = tmp_path / "report"
+    script = ("import os, sys, time\n"
+              f"open({str(report)!r}, 'w').write(str(sorted(os.sched_getaffinity(0))))\n"
+              "held = bytearray(600 * 2**20)\n"  # past the 256 MiB cap: refused (RLIMIT_DATA) or stopped
+              "time.sleep(2)\n")
+    measured = binder_check.run_limited([sys.executable, "-c", script], dict(os.environ), cpu=0,
+                                        memory=256 * 2**20, name="allocates 600 MiB")
+    assert report.read_text() == "[0]"
+    assert measured.returncode != 0
+    assert measured.tree_peak_mib < 256 + 64  # the allocation never became resident
+    fine = binder_check.run_limited([sys.executable, "-c", "held = bytearray(64 * 2**20)"], dict(os.environ),
+                                    cpu=0, memory=512 * 2**20, name="allocates 64 MiB")
+    assert fine.returncode == 0 and not fine.over_memory
+
+
+def test_a_binder_like_environment_runs_a_notebook_within_one_cpu_and_2_gib(tmp_path, capsys):
+    """Steps of repo2docker done offline (tools/binder_check.py says what differs): a fresh
+    venv, binder/requirements.txt, binder/postBuild; then notebook 1, in full mode as a
+    visitor runs it, through binder/start, on one CPU and under 2 GiB. All seven take too
+    long for CI: `python tools/binder_check.py` runs them (docs/notebooks.md has the numbers)."""
+    lines = []
+    [measured] = binder_check.check([ROOT / "notebooks" / "01_data_loading.ipynb"], fast=False, work=tmp_path,
+                                    log=lines.append)
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert measured.returncode == 0 and not measured.over_memory, "\n".join(lines)
+    assert 0 < measured.tree_peak_mib < 2048
+    site_packages = next((tmp_path / "venv" / "lib").glob("python*/site-packages"))
+    assert list(site_packages.glob("__editable__*nngk_lab*")), "postBuild did not install the package into the venv"
+    executed = nbformat.read(tmp_path / "executed" / "01_data_loading.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for cell in executed.cells for o in cell.get("outputs", []))
+    assert "NNGK_DATASET=cifar100, but the Binder build could not prepare CIFAR-100" in text  # offline: the digits
+    assert "full mode" in text
