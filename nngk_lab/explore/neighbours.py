@@ -77,7 +77,7 @@ class GalleryRow:
     correct: list[bool]
 
 
-GALLERY_SOURCES = ("test", "heldout")
+GALLERY_SOURCES = ("test", "heldout", "heldout_classified")
 
 
 def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int = 8) -> GalleryRow:
@@ -87,10 +87,13 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
     classifier uses, with their kernel weights); the title gives the classifier's
     prediction with the run's K, and captions give each centre's kernel value. ``"heldout"``:
     an image of a class never trained on against the other held-out images (retrieval by
-    distance; no kernel values).
+    distance; no kernel values). ``"heldout_classified"``: a held-out image classified
+    against the bank, as ``"test"`` (its true class has no centre there, so the
+    prediction is always wrong).
     """
-    if source == "test":
-        queries, labels, paths = emb.test, emb.test_labels, emb.test_paths
+    if source in ("test", "heldout_classified"):
+        queries, labels, paths = (emb.test, emb.test_labels, emb.test_paths) if source == "test" \
+            else (emb.heldout, emb.heldout_labels, emb.heldout_paths)
         centres, centre_labels, centre_paths, log_w, exclude = emb.train, emb.train_labels, emb.train_paths, \
             emb.log_weights, None
     elif source == "heldout":
@@ -103,13 +106,15 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
     label = int(labels[index])
     nb = query_neighbours(queries[index], centres, centre_labels, k, sigma, log_w, exclude)
     title = f"query: {emb.class_names[label]}"
-    if source == "test":
-        probs = classify(emb, sigma, emb.num_neighbours)[index]
+    classified = source != "heldout"
+    if classified:
+        probs = classify(emb, sigma, emb.num_neighbours)[index] if source == "test" \
+            else classify(emb, sigma, emb.num_neighbours, queries=queries[index:index + 1])[0]
         predicted = int(probs.argmax())
         title += f"\npredicted {emb.class_names[predicted]} (p={float(probs[predicted]):.2f})"
     # Held-out retrieval ranks by distance alone: a kernel value would mean nothing there.
-    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2f}"
-                + (f"\nk={float(kv):.2g}" if source == "test" else "")
+    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.3g}"
+                + (f"\nk={float(kv):.2g}" if classified else "")
                 for c, d, kv in zip(nb.labels, nb.sq_dists, nb.kernels)]
     return GalleryRow(load_image(paths[index]), title, [load_image(centre_paths[int(i)]) for i in nb.indices],
                       captions, [int(c) == label for c in nb.labels])

@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from ..explore.gradient import TrainingSteps
 from ..explore.neighbours import query_neighbours
 from ..explore.playground import plane_grid
 from ..kernel.classify import kernel_predict_log_probs
@@ -116,4 +117,24 @@ def toy_sigma_maps(centres: torch.Tensor, labels: torch.Tensor, sigmas: Sequence
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"class probabilities mixed as colours (K = {k})", fontsize=10)
+    return fig
+
+
+def toy_steps_figure(steps: TrainingSteps, labels: torch.Tensor) -> Figure:
+    """Every centre of the 2-D toy with an arrow along the step its own loss takes it
+    (minus the gradient, against its K nearest other centres): towards the kernel-weighted
+    mean of its own class's neighbours, away from that of all of them."""
+    num_classes = int(labels.max()) + 1
+    colours = class_colours(num_classes)
+    points, moves = steps.points.numpy(), steps.steps.numpy()
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(points[:, 0], points[:, 1], c=colours[labels.numpy()], s=22, edgecolors="black", linewidths=0.4)
+    ax.quiver(points[:, 0], points[:, 1], moves[:, 0], moves[:, 1], color=colours[labels.numpy()],
+              angles="xy", width=0.005)
+    ax.set_aspect("equal")
+    ax.set_xlabel("embedding dimension 1")
+    ax.set_ylabel("embedding dimension 2")
+    ax.set_title(f"one gradient step of each point's loss (sigma = {steps.sigma:g}, K = {steps.k});\n"
+                 "arrow length: the step's size, scaled to fit", fontsize=10)
     return fig

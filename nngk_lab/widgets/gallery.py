@@ -25,12 +25,12 @@ class GalleryView:
 
 
 def gallery_view(emb: Embeddings, source: str, query: int, sigma: float, k: int = 8) -> GalleryView:
-    """The gallery explorer's callback: query ``query`` of ``source`` ("test" or
-    "heldout") and its ``k`` nearest centres, drawn."""
+    """The gallery explorer's callback: query ``query`` of ``source`` (one of
+    :data:`~nngk_lab.explore.neighbours.GALLERY_SOURCES`) and its ``k`` nearest centres, drawn."""
     row = gallery_row(emb, source, query, sigma, k)
     right = sum(row.correct)
     summary = (f"{source} query {query}: {right} of {len(row.correct)} nearest "
-               f"{'centres' if source == 'test' else 'held-out images'} share its class")
+               f"{'held-out images' if source == 'heldout' else 'centres'} share its class")
     fig = neighbour_gallery([row])
     return GalleryView(figure_png(fig, dpi=GALLERY_DPI), summary, int(fig.get_figwidth() * GALLERY_DPI))
 
@@ -39,7 +39,8 @@ class GalleryExplorer:
     """Pick a query (test image of a trained class, or held-out-class image) and see its
     nearest neighbours redrawn."""
 
-    SOURCE_LABELS = {"test": "test image (trained class)", "heldout": "held-out class image"}
+    SOURCE_LABELS = {"test": "test image (trained class)", "heldout": "held-out image, retrieval",
+                     "heldout_classified": "held-out image, classified"}
 
     def __init__(self, emb: Embeddings, sigma: float | None = None, k: int = 8, source: str = "test",
                  query: int = 0):
@@ -58,7 +59,7 @@ class GalleryExplorer:
         self.refresh()
 
     def _size(self, source: str) -> int:
-        return (self.emb.test if source == "test" else self.emb.heldout).shape[0]
+        return (self.emb.test if source == "test" else self.emb.heldout).shape[0]  # both held-out sets
 
     def _source_changed(self, change) -> None:
         size = self._size(change["new"])

@@ -71,6 +71,8 @@ def test_gallery_explorer_switches_sets(emb):
     gallery.source.value = "heldout"
     assert gallery.query.value == 0 and gallery.query.max == len(emb.heldout) - 1
     assert gallery.text.value.startswith("heldout query 0")
+    gallery.source.value = "heldout_classified"
+    assert gallery.query.max == len(emb.heldout) - 1 and "nearest centres share its class" in gallery.text.value
     gallery.query.value = 1
     gallery.source.value = "test"
     assert gallery.text.value.startswith("test query 0")
