@@ -219,6 +219,17 @@ def setup(device: str = "auto", verbose: bool = True) -> torch.device:
     return dev
 
 
+def start(device: str = "auto") -> tuple[NotebookSettings, torch.device]:
+    """Every notebook's set-up in one call: :func:`settings` and :func:`setup`, and on the
+    digits a line saying how to switch to photos."""
+    chosen = settings()
+    dev = setup(device)
+    if chosen.dataset == "digits":
+        print("Dataset: the embedded digits; NNGK_DATASET=cifar100 (or another dataset prepared as the README "
+              "says) switches every notebook to photos.")
+    return chosen, dev
+
+
 def show_error(function: Callable, *args, **kwargs):
     """Call ``function`` and print the nngk_lab error it raises, as a student would see it.
 
