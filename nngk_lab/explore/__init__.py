@@ -10,8 +10,8 @@ from .film import film_dir, train_film, train_films
 from .gradient import loss_gradient, TrainingSteps, training_steps
 from .maps import umap_coordinates
 from .metrics_example import WorkedItem, worked_retrieval, worked_retrieval_text
-from .neighbours import (QueryNeighbours, query_neighbours, worst_failures, examples_per_class, load_image,
-    GalleryRow, gallery_row)
+from .neighbours import (QueryNeighbours, query_neighbours, worst_failures, sigma_sensitive_query,
+    least_confident_order, examples_per_class, load_image, GalleryRow, gallery_row)
 from .refresh import RefreshRun, refresh_study
 from .playground import (toy_problem, plane_grid, Regions, PlaygroundView, boosted_log_weights, decision_regions,
     playground_view)

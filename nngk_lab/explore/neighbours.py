@@ -49,9 +49,22 @@ def query_neighbours(query: torch.Tensor, centres: torch.Tensor, labels: torch.T
 
 def worst_failures(emb: Embeddings, sigma: float, k: int, n: int = 5) -> list[int]:
     """Indices of the ``n`` test images whose true class gets the lowest probability."""
+    return least_confident_order(emb, sigma, k)[:n]
+
+
+def sigma_sensitive_query(emb: Embeddings, k: int, sigmas) -> int:
+    """The test image whose true class's probability changes most over ``sigmas`` (ties:
+    the first): where a sigma slider visibly moves the bars."""
+    true_p = torch.stack([classify(emb, float(s), k).gather(1, emb.test_labels.unsqueeze(1)).squeeze(1)
+                          for s in sigmas])
+    spread = true_p.max(0).values - true_p.min(0).values
+    return int(torch.argmax(spread))  # argmax returns the first of equal maxima
+
+
+def least_confident_order(emb: Embeddings, sigma: float, k: int) -> list[int]:
+    """Every test image, least confident first: by the probability of its true class."""
     probs = classify(emb, sigma, k)
-    true_p = probs.gather(1, emb.test_labels.unsqueeze(1)).squeeze(1)
-    return torch.argsort(true_p, stable=True)[:n].tolist()
+    return torch.argsort(probs.gather(1, emb.test_labels.unsqueeze(1)).squeeze(1), stable=True).tolist()
 
 
 def examples_per_class(labels, per_class: int = 1) -> list[int]:
@@ -111,7 +124,8 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
         probs = classify(emb, sigma, emb.num_neighbours)[index] if source == "test" \
             else classify(emb, sigma, emb.num_neighbours, queries=queries[index:index + 1])[0]
         predicted = int(probs.argmax())
-        title += f"\npredicted {emb.class_names[predicted]} (p={float(probs[predicted]):.2f})"
+        # Three short lines: one long line ran past the image's width and was clipped.
+        title += f"\npredicted {emb.class_names[predicted]}\n(p={float(probs[predicted]):.2f})"
     # Held-out retrieval ranks by distance alone: a kernel value would mean nothing there.
     captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.3g}"
                 + (f"\nk={float(kv):.2g}" if classified else "")

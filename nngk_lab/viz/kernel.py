@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle
+from matplotlib.patches import Circle, Patch
 
 from ..explore.gradient import TrainingSteps
 from ..explore.neighbours import query_neighbours
@@ -42,6 +42,10 @@ def probability_bars(probs, class_names: Sequence[str], true_label: int | None =
     if true_label is not None and 0 <= true_label < len(probs):
         bars[true_label].set_edgecolor("black")
         bars[true_label].set_linewidth(2)
+        key = [Patch(facecolor="white", edgecolor="black", linewidth=2, label="true class"),
+               Patch(facecolor=CORRECT_COLOUR, label="predicted, right"),
+               Patch(facecolor=WRONG_COLOUR, label="predicted, wrong")]
+        ax.legend(handles=key, fontsize=7, loc="upper right", framealpha=0.9)
     ax.set_xticks(np.arange(len(probs)), list(class_names)[:len(probs)], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("p(class | x)")

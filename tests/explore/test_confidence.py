@@ -78,6 +78,6 @@ def test_heldout_classified_gallery_row(emb):
     probs = naive_kernel_probs(emb.heldout[index], emb.train, emb.train_labels, emb.log_weights, emb.sigma,
                                emb.num_neighbours, emb.num_trained)
     predicted = int(probs.argmax())
-    assert f"predicted {emb.class_names[predicted]} (p={float(probs[predicted]):.2f})" in row.query_title
+    assert f"predicted {emb.class_names[predicted]}\n(p={float(probs[predicted]):.2f})" in row.query_title
     assert row.correct == [False] * 5  # the bank holds no image of a held-out class
     assert all("k=" in caption for caption in row.captions)
