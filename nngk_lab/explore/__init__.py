@@ -6,7 +6,7 @@ from .cache import run_fingerprint, cached, fingerprint
 from .confidence import Ray, confidence_along_ray, HeldoutConfidence, heldout_confidence, most_confident
 from .distance_scale import NeighbourDistances, neighbour_distances, WeightMovement, weight_movement
 from .embeddings import Embeddings, run_embeddings, untrained_embeddings, untrained_view
-from .few_shot import FewShot, few_shot, pick_shots, train_head
+from .new_classes import FewShot, few_shot, pick_shots, train_head
 from .film import film_dir, train_film, train_films
 from .gradient import loss_gradient, TrainingSteps, training_steps
 from .maps import umap_coordinates
@@ -16,7 +16,7 @@ from .neighbours import (QueryNeighbours, query_neighbours, worst_failures, sigm
 from .refresh import RefreshRun, refresh_study
 from .playground import (toy_problem, plane_grid, Regions, PlaygroundView, boosted_log_weights, decision_regions,
     playground_view)
-from .settings_table import settings_rows, settings_table
+from .run_settings import settings_rows, settings_table
 from .sweeps import classify, test_accuracy, recall_at_1, test_time_sweep, training_sigma_sweep
 from .weights import (flip_labels, is_flipped, hypergeometric_tail, lowest_weight_enrichment, weight_gallery_rows,
     label_noise_experiment, describe)

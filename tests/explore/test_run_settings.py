@@ -3,7 +3,7 @@
 import dataclasses
 
 from nngk_lab import explore
-from nngk_lab.explore.settings_table import DIGITS_REASONS
+from nngk_lab.explore.run_settings import DIGITS_REASONS
 from nngk_lab.training.config import TrainConfig, make_config
 
 
