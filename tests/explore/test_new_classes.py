@@ -20,18 +20,26 @@ def test_pick_shots_takes_that_many_of_each_label(seed):
     assert int(explore.pick_shots(labels, 4, seed)[labels == 4].sum()) == 2  # a label with fewer: all of it
 
 
-def test_kernel_accuracy_matches_naive(emb):
+def test_kernel_accuracies_match_naive(emb):
     result = explore.few_shot(emb, shots=3, seed=1, head_steps=5)
     chosen = explore.pick_shots(emb.heldout_labels, 3, 1)
-    centres = torch.cat([emb.train, emb.heldout[chosen]])
-    labels = torch.cat([emb.train_labels, emb.heldout_labels[chosen]])
-    log_w = torch.cat([emb.log_weights, torch.zeros(int(chosen.sum()))])
-    right = [int(naive_kernel_probs(q, centres, labels, log_w, emb.sigma, emb.num_neighbours,
-                                    len(emb.class_names)).argmax()) == int(y)
-             for q, y in zip(emb.heldout[~chosen], emb.heldout_labels[~chosen])]
-    assert result.num_queries == len(right)
-    assert result.kernel_accuracy == pytest.approx(sum(right) / len(right))
-    assert "classified among all classes" in result.text()
+    shots, shot_labels = emb.heldout[chosen], emb.heldout_labels[chosen]
+    banks = {"new": (shots, shot_labels, torch.zeros(len(shots))),
+             "all": (torch.cat([emb.train, shots]), torch.cat([emb.train_labels, shot_labels]),
+                     torch.cat([emb.log_weights, torch.zeros(len(shots))]))}
+    for name, (centres, labels, log_w) in banks.items():
+        k = min(emb.num_neighbours, len(centres))
+        right = [int(naive_kernel_probs(q, centres, labels, log_w, emb.sigma, k, len(emb.class_names)).argmax()) == int(y)
+                 for q, y in zip(emb.heldout[~chosen], emb.heldout_labels[~chosen])]
+        assert getattr(result, f"kernel_{name}") == pytest.approx(sum(right) / len(right)), name
+    assert result.num_queries == int((~chosen).sum())
+    assert "among the held-out classes only" in result.text() and "among all classes" in result.text()
+
+
+def test_a_head_on_the_new_classes_only_never_names_a_trained_class(emb):
+    chosen = explore.pick_shots(emb.heldout_labels, 3, 0)
+    head = explore.train_head(emb.heldout[chosen], emb.heldout_labels[chosen], len(emb.class_names), steps=50)
+    assert (head(emb.heldout.double()).argmax(1) >= emb.num_trained).all()
 
 
 def test_a_new_head_separates_separable_classes(seed):
