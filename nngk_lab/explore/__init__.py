@@ -6,7 +6,7 @@ from .cache import run_fingerprint, cached, fingerprint
 from .confidence import Ray, confidence_along_ray, HeldoutConfidence, heldout_confidence, most_confident
 from .distance_scale import NeighbourDistances, neighbour_distances, WeightMovement, weight_movement
 from .embeddings import Embeddings, run_embeddings, untrained_embeddings, untrained_view
-from .new_classes import FewShot, few_shot, pick_shots, train_head
+from .new_classes import FewShot, few_shot, pick_shots, train_head, predict_among
 from .film import film_dir, train_film, train_films
 from .gradient import loss_gradient, TrainingSteps, training_steps
 from .maps import umap_coordinates

@@ -68,13 +68,22 @@ def train_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, s
     return head
 
 
+def predict_among(head: torch.nn.Linear, queries: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """The head's predicted class for each query, among ``classes`` only (a head trained
+    on some classes can still score the others highest far from its training points)."""
+    with torch.no_grad():
+        logits = head(queries.double())
+    allowed = torch.zeros(logits.shape[1], dtype=torch.bool)
+    allowed[classes] = True
+    return logits.masked_fill(~allowed, -torch.inf).argmax(1)
+
+
 def _accuracies(centres, labels, log_weights, queries, truth, sigma, k, num_classes, steps, seed):
     """(kernel classifier, new head) accuracy of ``queries`` against one bank."""
     k = min(k, len(centres))
     kernel = kernel_predict_log_probs(queries, centres, labels, sigma, k, num_classes, log_weights).argmax(1)
     head = train_head(centres, labels, num_classes, steps, seed)
-    with torch.no_grad():
-        by_head = head(queries.double()).argmax(1)
+    by_head = predict_among(head, queries, labels.unique())
     return float((kernel == truth).double().mean()), float((by_head == truth).double().mean())
 
 

@@ -16,6 +16,11 @@ from ..viz.style import figure_png
 from .display import GALLERY_DPI
 
 
+# Neighbours per line: eight in one line made a figure wider than a notebook cell, which the
+# browser shrank until the captions were unreadable.
+GALLERY_PER_LINE = 4
+
+
 @dataclass
 class GalleryView:
     """What the gallery explorer shows: the drawn gallery and a one-line summary."""
@@ -32,7 +37,7 @@ def gallery_view(emb: Embeddings, source: str, query: int, sigma: float, k: int 
     right = sum(row.correct)
     summary = (f"{source} query {query}: {right} of {len(row.correct)} nearest "
                f"{'held-out images' if source == 'heldout' else 'centres'} share its class")
-    fig = neighbour_gallery([row])
+    fig = neighbour_gallery([row], per_line=GALLERY_PER_LINE)
     return GalleryView(figure_png(fig, dpi=GALLERY_DPI), summary, int(fig.get_figwidth() * GALLERY_DPI))
 
 

@@ -107,5 +107,6 @@ def test_gallery_explorer_switches_sets(emb):
 
 def test_gallery_view_counts_matching_neighbours(emb):
     view = widgets.gallery_view(emb, "test", 0, sigma=1.0, k=5)
+    assert view.width <= 800  # fits a notebook cell unscaled, so 8 pt captions stay 8 pt
     row = explore.gallery_row(emb, "test", 0, 1.0, k=5)
     assert view.summary.startswith(f"test query 0: {sum(row.correct)} of 5")
