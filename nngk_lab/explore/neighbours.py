@@ -49,9 +49,22 @@ def query_neighbours(query: torch.Tensor, centres: torch.Tensor, labels: torch.T
 
 def worst_failures(emb: Embeddings, sigma: float, k: int, n: int = 5) -> list[int]:
     """Indices of the ``n`` test images whose true class gets the lowest probability."""
+    return least_confident_order(emb, sigma, k)[:n]
+
+
+def sigma_sensitive_query(emb: Embeddings, k: int, sigmas) -> int:
+    """The test image whose true class's probability changes most over ``sigmas`` (ties:
+    the first): where a sigma slider visibly moves the bars."""
+    true_p = torch.stack([classify(emb, float(s), k).gather(1, emb.test_labels.unsqueeze(1)).squeeze(1)
+                          for s in sigmas])
+    spread = true_p.max(0).values - true_p.min(0).values
+    return int(torch.argmax(spread))  # argmax returns the first of equal maxima
+
+
+def least_confident_order(emb: Embeddings, sigma: float, k: int) -> list[int]:
+    """Every test image, least confident first: by the probability of its true class."""
     probs = classify(emb, sigma, k)
-    true_p = probs.gather(1, emb.test_labels.unsqueeze(1)).squeeze(1)
-    return torch.argsort(true_p, stable=True)[:n].tolist()
+    return torch.argsort(probs.gather(1, emb.test_labels.unsqueeze(1)).squeeze(1), stable=True).tolist()
 
 
 def examples_per_class(labels, per_class: int = 1) -> list[int]:
@@ -77,7 +90,7 @@ class GalleryRow:
     correct: list[bool]
 
 
-GALLERY_SOURCES = ("test", "heldout")
+GALLERY_SOURCES = ("test", "heldout", "heldout_classified")
 
 
 def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int = 8) -> GalleryRow:
@@ -87,10 +100,13 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
     classifier uses, with their kernel weights); the title gives the classifier's
     prediction with the run's K, and captions give each centre's kernel value. ``"heldout"``:
     an image of a class never trained on against the other held-out images (retrieval by
-    distance; no kernel values).
+    distance; no kernel values). ``"heldout_classified"``: a held-out image classified
+    against the bank, as ``"test"`` (its true class has no centre there, so the
+    prediction is always wrong).
     """
-    if source == "test":
-        queries, labels, paths = emb.test, emb.test_labels, emb.test_paths
+    if source in ("test", "heldout_classified"):
+        queries, labels, paths = (emb.test, emb.test_labels, emb.test_paths) if source == "test" \
+            else (emb.heldout, emb.heldout_labels, emb.heldout_paths)
         centres, centre_labels, centre_paths, log_w, exclude = emb.train, emb.train_labels, emb.train_paths, \
             emb.log_weights, None
     elif source == "heldout":
@@ -103,13 +119,16 @@ def gallery_row(emb: Embeddings, source: str, index: int, sigma: float, k: int =
     label = int(labels[index])
     nb = query_neighbours(queries[index], centres, centre_labels, k, sigma, log_w, exclude)
     title = f"query: {emb.class_names[label]}"
-    if source == "test":
-        probs = classify(emb, sigma, emb.num_neighbours)[index]
+    classified = source != "heldout"
+    if classified:
+        probs = classify(emb, sigma, emb.num_neighbours)[index] if source == "test" \
+            else classify(emb, sigma, emb.num_neighbours, queries=queries[index:index + 1])[0]
         predicted = int(probs.argmax())
-        title += f"\npredicted {emb.class_names[predicted]} (p={float(probs[predicted]):.2f})"
+        # Three short lines: one long line ran past the image's width and was clipped.
+        title += f"\npredicted {emb.class_names[predicted]}\n(p={float(probs[predicted]):.2f})"
     # Held-out retrieval ranks by distance alone: a kernel value would mean nothing there.
-    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.2f}"
-                + (f"\nk={float(kv):.2g}" if source == "test" else "")
+    captions = [f"{emb.class_names[int(c)]}\nd\u00b2={float(d):.3g}"
+                + (f"\nk={float(kv):.2g}" if classified else "")
                 for c, d, kv in zip(nb.labels, nb.sq_dists, nb.kernels)]
     return GalleryRow(load_image(paths[index]), title, [load_image(centre_paths[int(i)]) for i in nb.indices],
                       captions, [int(c) == label for c in nb.labels])

@@ -47,6 +47,7 @@ class NotebookSettings:
     umap_epochs: int | None              # notebook 4: None = umap-learn's default (500 here)
     run_suffix: str
     dataset: str = "digits"              # names the run folders: one set per dataset
+    refresh_study: dict | None = None    # notebook 2: explore.refresh_study's epochs and image limit
 
     @property
     def data_dir(self) -> Path:
@@ -154,7 +155,8 @@ def settings(fast: bool | None = None) -> NotebookSettings:
                             test_sigmas=_log_grid(scale * (0.03 if fast else 0.01), scale * (30 if fast else 100),
                                                   7 if fast else 25),
                             test_ks=(1, 10, 200) if fast else (1, 5, 20, 50, 200, 1000),
-                            umap_epochs=50 if fast else 200, run_suffix="-fast" if fast else "", dataset=choice.name)
+                            umap_epochs=50 if fast else 200, run_suffix="-fast" if fast else "", dataset=choice.name,
+                            refresh_study=dict(epochs=10, limit=240 if fast else 2000 if choice.data_dir else None))
 
 
 def project_root(start: Path | None = None) -> Path | None:
@@ -215,6 +217,17 @@ def setup(device: str = "auto", verbose: bool = True) -> torch.device:
             print(f"Device: CPU with {cores} core(s) - no GPU found, so training runs on the CPU "
                   f"(fine for the digits: about a minute); {mode}.")
     return dev
+
+
+def start(device: str = "auto") -> tuple[NotebookSettings, torch.device]:
+    """Every notebook's set-up in one call: :func:`settings` and :func:`setup`, and on the
+    digits a line saying how to switch to photos."""
+    chosen = settings()
+    dev = setup(device)
+    if chosen.dataset == "digits":
+        print("Dataset: the embedded digits; NNGK_DATASET=cifar100 (or another dataset prepared as the README "
+              "says) switches every notebook to photos.")
+    return chosen, dev
 
 
 def show_error(function: Callable, *args, **kwargs):

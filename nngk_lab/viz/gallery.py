@@ -24,7 +24,8 @@ def neighbour_gallery(rows: Sequence[GalleryRow], suptitle: str | None = None, s
     longest = max(len(r.images) for r in rows)
     per_line = min(per_line or longest, longest) or 1
     lines = [max(1, -(-len(r.images) // per_line)) for r in rows]
-    fig = Figure(figsize=(size * (per_line + 1), (size + 0.55) * sum(lines) + (0.4 if suptitle else 0)),
+    # Room under each image for a three-line caption at a readable 8 pt.
+    fig = Figure(figsize=(size * (per_line + 1), (size + 0.75) * sum(lines) + (0.4 if suptitle else 0)),
                  layout="constrained")
     axes = np.atleast_2d(fig.subplots(sum(lines), per_line + 1))
     for ax in axes.ravel():
@@ -36,7 +37,7 @@ def neighbour_gallery(rows: Sequence[GalleryRow], suptitle: str | None = None, s
         for j, (image, caption, correct) in enumerate(zip(row.images, row.captions, row.correct)):
             ax = axes[first + j // per_line, 1 + j % per_line]
             ax.axis("on")
-            show_image(ax, image, caption, colour=CORRECT_COLOUR if correct else WRONG_COLOUR, fontsize=7)
+            show_image(ax, image, caption, colour=CORRECT_COLOUR if correct else WRONG_COLOUR, fontsize=8)
         first += count
     if suptitle:
         fig.suptitle(suptitle)

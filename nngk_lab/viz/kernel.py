@@ -10,8 +10,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle
+from matplotlib.patches import Circle, Patch
 
+from ..explore.gradient import TrainingSteps
 from ..explore.neighbours import query_neighbours
 from ..explore.playground import plane_grid
 from ..kernel.classify import kernel_predict_log_probs
@@ -41,6 +42,10 @@ def probability_bars(probs, class_names: Sequence[str], true_label: int | None =
     if true_label is not None and 0 <= true_label < len(probs):
         bars[true_label].set_edgecolor("black")
         bars[true_label].set_linewidth(2)
+        key = [Patch(facecolor="white", edgecolor="black", linewidth=2, label="true class"),
+               Patch(facecolor=CORRECT_COLOUR, label="predicted, right"),
+               Patch(facecolor=WRONG_COLOUR, label="predicted, wrong")]
+        ax.legend(handles=key, fontsize=7, loc="upper right", framealpha=0.9)
     ax.set_xticks(np.arange(len(probs)), list(class_names)[:len(probs)], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("p(class | x)")
@@ -116,4 +121,24 @@ def toy_sigma_maps(centres: torch.Tensor, labels: torch.Tensor, sigmas: Sequence
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"class probabilities mixed as colours (K = {k})", fontsize=10)
+    return fig
+
+
+def toy_steps_figure(steps: TrainingSteps, labels: torch.Tensor) -> Figure:
+    """Every centre of the 2-D toy with an arrow along the step its own loss takes it
+    (minus the gradient, against its K nearest other centres): towards the kernel-weighted
+    mean of its own class's neighbours, away from that of all of them."""
+    num_classes = int(labels.max()) + 1
+    colours = class_colours(num_classes)
+    points, moves = steps.points.numpy(), steps.steps.numpy()
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(points[:, 0], points[:, 1], c=colours[labels.numpy()], s=22, edgecolors="black", linewidths=0.4)
+    ax.quiver(points[:, 0], points[:, 1], moves[:, 0], moves[:, 1], color=colours[labels.numpy()],
+              angles="xy", width=0.005)
+    ax.set_aspect("equal")
+    ax.set_xlabel("embedding dimension 1")
+    ax.set_ylabel("embedding dimension 2")
+    ax.set_title(f"one gradient step of each point's loss (sigma = {steps.sigma:g}, K = {steps.k});\n"
+                 "arrow length: the step's size, scaled to fit", fontsize=10)
     return fig

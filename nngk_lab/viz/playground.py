@@ -39,7 +39,7 @@ def playground_figure(view: PlaygroundView) -> Figure:
     # Fixed axes positions instead of a layout engine: the layout pass cost more than
     # all the drawing.
     fig = Figure(figsize=(8.6, 4.4))
-    ax = fig.add_axes((0.02, 0.06, 0.52, 0.86))
+    ax = fig.add_axes((0.08, 0.11, 0.47, 0.81))
     bar_ax = fig.add_axes((0.64, 0.50, 0.34, 0.40))
     extent = view.regions.extent
     ax.imshow(region_shades(view.regions.probabilities.numpy(), colours), origin="lower", extent=extent,
@@ -56,10 +56,13 @@ def playground_figure(view: PlaygroundView) -> Figure:
     c = centres[view.centre]
     ax.scatter([c[0]], [c[1]], marker="s", s=150, facecolors="none", edgecolors="magenta", linewidths=2, zorder=4)
     ax.scatter([query[0]], [query[1]], marker="*", s=260, c="gold", edgecolors="black", zorder=5)
-    ax.set_xlim(*extent[:2])
-    ax.set_ylim(*extent[2:])
-    ax.set_xticks([])
-    ax.set_yticks([])
+    # The view holds the whole 2-sigma circle, however large sigma gets.
+    reach = 2 * view.sigma
+    ax.set_xlim(min(extent[0], query[0] - reach), max(extent[1], query[0] + reach))
+    ax.set_ylim(min(extent[2], query[1] - reach), max(extent[3], query[1] + reach))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("embedding dimension 1", fontsize=8)
+    ax.set_ylabel("embedding dimension 2", fontsize=8)
     ax.set_title(f"sigma = {view.sigma:.3g}, K = {view.k}", fontsize=10)
     legend = [
         Line2D([], [], marker="*", color="gold", markeredgecolor="black", markersize=13, linestyle="", label="query"),

@@ -12,7 +12,7 @@ import ipywidgets as widgets
 import torch
 
 from ..explore.embeddings import SORTED_NEIGHBOURS, Embeddings
-from ..explore.neighbours import load_image, worst_failures
+from ..explore.neighbours import load_image, sigma_sensitive_query
 from ..explore.sweeps import classify
 from ..kernel.classify import accuracy
 from ..viz.kernel import query_probabilities
@@ -59,6 +59,10 @@ def k_choices(k_max: int, include: tuple[int, ...] = (), per_decade: int = 10) -
     return sorted(grid | {1, k_max} | {k for k in include if 1 <= k <= k_max})
 
 
+# The sigmas, as multiples of the starting one, over which the starting query's bars should move.
+START_SIGMA_FACTORS = torch.logspace(-1, 1, 9, dtype=torch.float64)
+
+
 class SigmaExplorer:
     """Sliders for sigma and K (both on log scales: their useful values span decades)
     and the query; shows the query image, its class probabilities as bars and the test
@@ -68,9 +72,9 @@ class SigmaExplorer:
                  sigma_range: tuple[float, float] | None = None):
         self.emb = emb
         sigma = emb.sigma if sigma is None else sigma
-        if query is None:  # start on the hardest test image: its bars move the most
-            query = worst_failures(emb, sigma, k or emb.num_neighbours, n=1)[0]
         low, high = sigma_range or (emb.sigma / 100, emb.sigma * 100)
+        if query is None:  # start where moving sigma moves the bars (on many images it changes nothing)
+            query = sigma_sensitive_query(emb, k or emb.num_neighbours, START_SIGMA_FACTORS * sigma)
         # Updates on release: a drag would queue a redraw per pixel on a slow machine.
         self.sigma = widgets.FloatLogSlider(value=sigma, min=math.log10(low), max=math.log10(high), step=0.05,
                                             description="sigma", readout_format=".3g", continuous_update=False)

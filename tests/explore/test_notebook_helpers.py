@@ -175,3 +175,13 @@ def test_nngk_dataset_naming_nothing_says_how_to_prepare_it(monkeypatch, tmp_pat
     with pytest.raises(DataError, match=r"NNGK_DATASET=cub200, but .*cub200 holds no prepared dataset: prepare it "
                                         r"with python -m nngk_lab.datasets prepare"):
         nb.settings()
+
+
+def test_start_is_settings_and_setup_in_one_call(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("NNGK_FAST", "1")
+    monkeypatch.delenv("NNGK_DATASET", raising=False)
+    monkeypatch.setenv("NNGK_DATA", str(tmp_path))
+    chosen, device = nb.start("cpu")
+    assert chosen == nb.settings() and device.type == "cpu"
+    out = capsys.readouterr().out
+    assert "fast mode" in out and "NNGK_DATASET=cifar100" in out

@@ -101,6 +101,11 @@ def test_figure_and_region_shades(toy):
     view = explore.playground_view(centres, labels, 0.5, 5, 0.0, 0.0, 1, 2.0)
     fig = viz_playground.playground_figure(view)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert fig.axes[0].get_xlabel() == "embedding dimension 1"
+    wide = viz_playground.playground_figure(explore.playground_view(centres, labels, 4.0, 5, 0.0, 0.0))
+    left, right = wide.axes[0].get_xlim()
+    bottom, top = wide.axes[0].get_ylim()
+    assert left <= -8.0 and right >= 8.0 and bottom <= -8.0 and top >= 8.0  # the 2-sigma circle fits
     probs = np.array([[[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]]])
     colours = np.eye(3, 4) + np.array([0, 0, 0, 1.0])
     shades = viz_playground.region_shades(probs, colours)

@@ -180,3 +180,42 @@ def test_query_probabilities_show_the_image_and_the_bars():
 
 def test_figure_png():
     assert viz.figure_png(viz.image_grid([np.zeros((4, 4))])).startswith(b"\x89PNG")
+
+
+def test_confidence_figures(emb):
+    centres, labels = explore.toy_problem()
+    ray = explore.confidence_along_ray(centres, labels, 0.5, 10, (1.0, 1.0), [0.0, 1.0, 5.0])
+    fig = viz.confidence_ray_figure(ray)
+    line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), ray.confidence.numpy())
+    conf = explore.heldout_confidence(emb)
+    fig = viz.confidence_histograms(conf)
+    labels_shown = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(f"held-out images (always wrong) ({len(emb.heldout)})" == t for t in labels_shown)
+    # each group is drawn as shares of itself: its bars add up to 1
+    for patch in fig.axes[0].patches:
+        heights = patch.get_path().vertices[1:40:2, 1]  # a step outline visits each of the 20 bins' tops
+        assert heights.sum() == pytest.approx(1.0)
+
+
+def test_toy_steps_figure_draws_one_arrow_per_centre():
+    centres, labels = explore.toy_problem(per_class=5)
+    steps = explore.training_steps(centres, labels, sigma=0.5, k=4)
+    fig = viz.toy_steps_figure(steps, labels)
+    quiver = fig.axes[0].collections[1]
+    np.testing.assert_allclose(quiver.U, steps.steps[:, 0].numpy())
+    np.testing.assert_allclose(quiver.V, steps.steps[:, 1].numpy())
+    assert "K = 4" in fig.axes[0].get_title()
+
+
+def test_refresh_figure_marks_every_refresh():
+    from nngk_lab.explore.refresh import RefreshRun
+
+    runs = {1: RefreshRun(1, 2, [1.0, 0.8, 0.7, 0.5, 0.4, 0.3], [0, 2, 4], [2.0, 1.0], [0.6, 0.9]),
+            3: RefreshRun(3, 2, [1.0, 0.9, 0.9, 0.8, 0.6, 0.5], [0], [], [])}
+    fig = viz.refresh_figure(runs)
+    loss_ax, overlap_ax = fig.axes[0], fig.axes[1]
+    refresh_lines = [line for line in loss_ax.lines if line.get_linestyle() == ":"]
+    assert sorted(float(line.get_xdata()[0]) for line in refresh_lines) == [1.0, 2.0]
+    np.testing.assert_allclose(loss_ax.lines[0].get_xdata(), np.arange(6) / 2)
+    np.testing.assert_allclose(overlap_ax.lines[0].get_ydata(), [0.6, 0.9])

@@ -45,10 +45,24 @@ def test_sigma_explorer_sliders_update_text_and_plot(emb):
     assert explorer.plot.layout.width.endswith("px")
 
 
-def test_sigma_explorer_starts_on_the_hardest_test_image(emb):
+def test_sigma_explorer_starts_where_sigma_moves_the_bars(emb):
     explorer = widgets.SigmaExplorer(emb)
-    assert explorer.query.value == explore.worst_failures(emb, emb.sigma, emb.num_neighbours, n=1)[0]
+    sigmas = [emb.sigma * 10 ** (e / 4) for e in range(-4, 5)]
+    # naive: the true class's probability over sigma / 10 .. sigma x 10
+    true_p = torch.stack([torch.stack([naive_kernel_probs(q, emb.train, emb.train_labels, emb.log_weights, s,
+                                                          emb.num_neighbours, emb.num_trained)[int(y)]
+                                       for s in sigmas]) for q, y in zip(emb.test, emb.test_labels)])
+    spread = true_p.max(1).values - true_p.min(1).values
+    assert float(spread[explorer.query.value]) == pytest.approx(float(spread.max()), abs=1e-5)
     assert 10 ** explorer.sigma.min < emb.sigma < 10 ** explorer.sigma.max
+
+
+def test_least_confident_order_sorts_by_the_true_class_probability(emb):
+    order = explore.least_confident_order(emb, 0.7, 5)
+    probs = explore.classify(emb, 0.7, 5)
+    true_p = [float(probs[i, emb.test_labels[i]]) for i in order]
+    assert sorted(order) == list(range(len(emb.test))) and true_p == sorted(true_p)
+    assert explore.worst_failures(emb, 0.7, 5, n=3) == order[:3]
 
 
 @pytest.mark.parametrize("k_max", [1, 7, 20, 721, 1000])
@@ -62,8 +76,21 @@ def test_k_choices_are_log_spaced_from_1_to_the_maximum(k_max):
     assert len(choices) <= 31
 
 
-def test_gallery_explorer_switches_sets(emb):
+def test_gallery_explorer_walks_least_sure_first_or_as_stored(emb):
     gallery = widgets.GalleryExplorer(emb, k=4)
+    order = explore.least_confident_order(emb, emb.sigma, emb.num_neighbours)
+    gallery.query.value = 1
+    assert gallery.image == order[1] and gallery.text.value.startswith(f"test query {order[1]}:")
+    gallery.order.value = "stored"
+    assert gallery.query.value == 0 and gallery.image == 0
+    gallery.source.value = "heldout_classified"
+    gallery.order.value = "doubt"
+    surest = explore.heldout_confidence(emb).heldout
+    assert float(surest[gallery.image]) == pytest.approx(float(surest.max()))
+
+
+def test_gallery_explorer_switches_sets(emb):
+    gallery = widgets.GalleryExplorer(emb, k=4, order="stored")
     assert gallery.query.description == "query" and gallery.query.max == len(emb.test) - 1
     first = gallery.plot.value
     gallery.query.value = 2
@@ -71,6 +98,8 @@ def test_gallery_explorer_switches_sets(emb):
     gallery.source.value = "heldout"
     assert gallery.query.value == 0 and gallery.query.max == len(emb.heldout) - 1
     assert gallery.text.value.startswith("heldout query 0")
+    gallery.source.value = "heldout_classified"
+    assert gallery.query.max == len(emb.heldout) - 1 and "nearest centres share its class" in gallery.text.value
     gallery.query.value = 1
     gallery.source.value = "test"
     assert gallery.text.value.startswith("test query 0")
@@ -78,5 +107,6 @@ def test_gallery_explorer_switches_sets(emb):
 
 def test_gallery_view_counts_matching_neighbours(emb):
     view = widgets.gallery_view(emb, "test", 0, sigma=1.0, k=5)
+    assert view.width <= 800  # fits a notebook cell unscaled, so 8 pt captions stay 8 pt
     row = explore.gallery_row(emb, "test", 0, 1.0, k=5)
     assert view.summary.startswith(f"test query 0: {sum(row.correct)} of 5")

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 
 SIGMA_NOTEBOOK = "notebooks/03_sigma_sensitivity.ipynb"
 GALLERY_NOTEBOOK = "notebooks/05_neighbour_galleries.ipynb"
-PLAYGROUND_NOTEBOOK = "notebooks/06_kernel_playground.ipynb"
+PLAYGROUND_NOTEBOOK = "notebooks/02_training.ipynb"
 
 
 def press_slider(widget, presses: int = 3) -> None:
@@ -84,3 +84,18 @@ def test_playground_sigma_slider_redraws_regions_and_probabilities(open_notebook
     assert f"sigma = {readout(slider)}" in " ".join(after["texts"]), \
         f"the text does not show the slider's sigma {readout(slider)}: {after['texts']}"
     assert after["images"] != before["images"], "moving sigma did not redraw the playground"
+
+
+def test_gallery_order_walks_the_stored_images(open_notebook):
+    notebook = open_notebook(GALLERY_NOTEBOOK)
+    notebook.run_all_cells()
+    move(notebook, notebook.widget("query"), "gallery-query", presses=1)  # off position 1, which the order resets to
+    order = notebook.widget("order")
+    before = notebook.displayed()
+    notebook.screenshot("gallery-order-before", order)
+    order.locator("select").select_option(label="as stored, class by class")
+    after = notebook.wait_for_display_change(before)
+    notebook.assert_no_errors()
+    notebook.screenshot("gallery-order-after", order)
+    assert any("position 1 of" in text for text in after["texts"]), f"no position shown: {after['texts']}"
+    assert not any("position 1 of" in text for text in before["texts"])
