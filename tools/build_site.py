@@ -46,12 +46,12 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # What moving each notebook's explorer does; a notebook with a widget and no sentence here
 # stops the build, so a new explorer cannot appear on the site unexplained.
 WIDGET_SENTENCES = {
+    "02_training": "Moving sigma, K, a centre's log-weight (log w) or the query's position redraws the "
+                   "decision regions, the query's neighbours and its class probabilities.",
     "03_sigma_sensitivity": "Moving sigma or K recomputes this test image's class probabilities and the test "
                             "accuracy from the cached embeddings; query picks another test image.",
     "05_neighbour_galleries": "Moving query (or switching the set between test images and held-out classes) "
                               "redraws the gallery of that image's nearest centres.",
-    "06_kernel_playground": "Moving sigma, K, a centre's log-weight (log w) or the query's position redraws the "
-                            "decision regions, the query's neighbours and its class probabilities.",
 }
 
 
