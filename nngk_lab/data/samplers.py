@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ConfigError
+from .seeds import mix_seed
 
 SAMPLERS = ("random", "m_per_class")
 
@@ -38,7 +39,7 @@ class ClassBalancedOrder:
     docstring), after the first ``skip`` (done before an interruption)."""
 
     def __init__(self, labels: Sequence[int], m: int, seed: int, epoch: int, skip: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(mix_seed(seed, epoch))
         members: dict[int, list[int]] = {}
         for index, label in enumerate(int(label) for label in labels):
             members.setdefault(label, []).append(index)

@@ -19,6 +19,7 @@ from ..data.decoded import (
 from ..data.digits import export_digits
 from ..data.folders import ImageSamples, scan_image_folder
 from ..data.samplers import ClassBalancedOrder
+from ..data.seeds import mix_seed
 from ..data.split import DataSplit, split_samples
 from ..data.transforms import build_transforms, default_resize_size
 from ..device import default_workers
@@ -46,7 +47,7 @@ class EpochOrder:
     resumed run can skip the batches it has already done and see the same rest."""
 
     def __init__(self, n: int, seed: int, epoch: int, skip: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(mix_seed(seed, epoch))
         self.order = torch.randperm(n, generator=g)[skip:].tolist()
 
     def __iter__(self):
@@ -68,7 +69,7 @@ def make_loader(dataset, config: TrainConfig, device: torch.device, sampler=None
     workers = default_workers() if config.workers is None else config.workers
     # Seeding the loader's own generator keeps it from drawing from the global one
     # (which dropout uses), so a resumed run continues the same random stream.
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(mix_seed(config.seed, epoch))
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, shuffle=False,
                       num_workers=workers, pin_memory=device.type == "cuda",
                       persistent_workers=False, generator=generator,
