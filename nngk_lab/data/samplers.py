@@ -9,7 +9,11 @@ once, in a random order, and takes ``m`` images of it; consecutive runs of
 same), so with fewer than ``batch_size / m`` classes a class fills several groups of a
 batch. Within a class, images are taken in a random order, cycling, so over an epoch
 every image of a class is used equally often (give or take one) and the ``m`` images of
-a group are always distinct. An epoch has as many images as the training set.
+a group are always distinct. An epoch has as many images as the training set, rounded up
+to whole groups: with a batch size that is a multiple of ``m`` (the config requires it),
+every batch, the last one too, is made of whole groups, so with ``m >= 2`` every image
+of a batch has another of its class there. Rounding up leaves the number of batches of
+an epoch as it is.
 """
 
 from __future__ import annotations
@@ -45,13 +49,14 @@ class ClassBalancedOrder:
             members.setdefault(label, []).append(index)
         classes = sorted(members)
         queues = {c: [] for c in classes}
+        size = -(-len(labels) // m) * m
         order: list[int] = []
-        while len(order) < len(labels):
+        while len(order) < size:
             for c in (classes[i] for i in torch.randperm(len(classes), generator=g).tolist()):
                 order.extend(self._take(queues, c, members[c], m, g))
-                if len(order) >= len(labels):
+                if len(order) >= size:
                     break
-        self.order = order[:len(labels)][skip:]
+        self.order = order[skip:]
 
     @staticmethod
     def _take(queues: dict[int, list[int]], c: int, members: list[int], m: int, g: torch.Generator) -> list[int]:
