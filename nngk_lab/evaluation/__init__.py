@@ -1,6 +1,8 @@
-"""Measuring runs: retrieval metrics (pure functions), a saved run's evaluation,
-several runs compared, and the time-to-accuracy benchmark."""
+"""Measuring runs: retrieval metrics (pure functions), a run's embeddings of any split or
+image folder, a saved run's evaluation, several runs compared, and the time-to-accuracy
+benchmark."""
 
+from .embeddings import ImageEmbeddings, run_data, trained_bank, split_embeddings, folder_embeddings
 from .compare import load_metrics, run_names, named_runs, comparison_rows, comparison_table
 from .metrics import recall_at_k, map_at_r, nmi, retrieval_metrics
 from .run import evaluate_run, format_metrics

@@ -6,5 +6,5 @@ from .loaders import load_split, EpochOrder, make_loader, RunImages, resize_size
 from .loop import TrainResult, train
 from .parts import Parts, build_parts, build_initial_parts
 from .runs import (Progress, check_save_dir, run_lock, data_fingerprint, read_checkpoint, resumed_config,
-    check_same_data, restore, check_finite, save_checkpoint, saved_evaluation, LoadedRun, load_run)
+    check_same_data, restore, check_finite, save_checkpoint, saved_evaluation, LoadedRun, check_run_data, load_run)
 from .step import StepResult, TrainStep, add_to_sums
