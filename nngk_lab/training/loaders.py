@@ -42,6 +42,16 @@ def load_split(config: TrainConfig) -> DataSplit:
     return split
 
 
+def no_heldout_warning(split: DataSplit) -> str | None:
+    """The one-line warning a run that trains on every class starts with (None for any
+    other run): it has no held-out classes, so no retrieval metrics."""
+    if split.heldout:
+        return None
+    return (f"warning: training on all {len(split.classes)} classes holds none out, so the retrieval metrics "
+            "(Recall@K, MAP@R, NMI) will be empty, shown as - by python -m nngk_lab.compare; pass --num_classes "
+            f"{len(split.classes) - 1} or fewer to hold classes out")
+
+
 class EpochOrder:
     """The order of one epoch's samples, a pure function of (seed, epoch), so that a
     resumed run can skip the batches it has already done and see the same rest."""

@@ -34,7 +34,7 @@ from ..kernel.loss import KernelWeights, kernel_nll
 from ..models.baselines import PML_LOSSES
 from .config import TrainConfig
 from .interrupts import DeferredInterrupt
-from .loaders import RunImages, fits_in_memory, load_split
+from .loaders import RunImages, fits_in_memory, load_split, no_heldout_warning
 from .parts import build_initial_parts
 from .runs import (
     Progress,
@@ -140,6 +140,9 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     if not distributed.is_writer():  # process 0 shows the progress
         config = dataclasses.replace(config, progress=False)
     split = load_split(config)
+    warning = no_heldout_warning(split)
+    if warning and distributed.is_writer():
+        print(warning, file=sys.stderr)
     fingerprint = data_fingerprint(split)
     distributed.check_same_data(fingerprint)
     if state is not None:
