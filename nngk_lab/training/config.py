@@ -149,7 +149,8 @@ class TrainConfig:
             (self.sampler != "m_per_class" or self.m_per_class < 1 or self.batch_size % self.m_per_class == 0,
              f"--batch_size {self.batch_size} is not a multiple of --m_per_class {self.m_per_class}, so batches "
              f"would cut groups of a class and leave images without another of their class; pass a --batch_size "
-             f"that is, e.g. {max(1, round(self.batch_size / max(self.m_per_class, 1))) * self.m_per_class}"),
+             f"that is a multiple of {self.m_per_class}, e.g. "
+             f"{max(1, round(self.batch_size / max(self.m_per_class, 1))) * self.m_per_class}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.centres in CENTRE_SCHEMES,
              f"--centres must be one of {', '.join(CENTRE_SCHEMES)}, got {self.centres!r}"),

@@ -96,7 +96,7 @@ def test_every_image_of_every_batch_has_another_of_its_class(seed, trial):
 
 def test_batch_size_must_be_whole_groups_of_m():
     with pytest.raises(ConfigError, match=r"^--batch_size 64 is not a multiple of --m_per_class 5, so batches would "
-                                          r"cut groups of a class .*e\.g\. 65$"):
+                                          r"cut groups of a class .*a multiple of 5, e\.g\. 65$"):
         make_config(sampler="m_per_class", m_per_class=5, batch_size=64)
     assert make_config(sampler="m_per_class", m_per_class=5, batch_size=60).batch_size == 60
     assert make_config(batch_size=63).batch_size == 63  # the random sampler has no groups
