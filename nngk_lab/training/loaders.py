@@ -47,9 +47,11 @@ def no_heldout_warning(split: DataSplit) -> str | None:
     other run): it has no held-out classes, so no retrieval metrics."""
     if split.heldout:
         return None
-    return (f"warning: training on all {len(split.classes)} classes holds none out, so the retrieval metrics "
-            "(Recall@K, MAP@R, NMI) will be empty, shown as - by python -m nngk_lab.compare; pass --num_classes "
-            f"{len(split.classes) - 1} or fewer to hold classes out")
+    n = len(split.classes)
+    remedy = f"pass --num_classes {n - 1} or fewer to hold classes out" if n > 2 else \
+        "add class folders to hold some out (training needs two)"
+    return (f"warning: training on all {n} classes holds none out, so the retrieval metrics (Recall@K, MAP@R, "
+            f"NMI) will be empty, shown as - by python -m nngk_lab.compare; {remedy}")
 
 
 class EpochOrder:

@@ -140,9 +140,6 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     if not distributed.is_writer():  # process 0 shows the progress
         config = dataclasses.replace(config, progress=False)
     split = load_split(config)
-    warning = no_heldout_warning(split)
-    if warning and distributed.is_writer():
-        print(warning, file=sys.stderr)
     fingerprint = data_fingerprint(split)
     distributed.check_same_data(fingerprint)
     if state is not None:
@@ -155,6 +152,9 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     if config.loss in PML_LOSSES and distributed.world_size() > 1:
         raise ConfigError(f"--loss {config.loss} compares the images of a batch with each other, and torchrun "
                           "splits each batch across processes; train it on one process")
+    warning = no_heldout_warning(split)  # once every check has passed: training starts
+    if warning and distributed.is_writer():
+        print(warning, file=sys.stderr)
     run = _Run(config, split, device, save_dir, fingerprint)
     if state is not None:
         run.progress = restore(state, run.parts, device, resume_from)

@@ -134,6 +134,10 @@ def test_training_on_every_class_warns_once_and_compare_says_why(tmp_path, capsy
                         "or fewer to hold classes out"]
     train(make_config(data_dir=str(tree), save_dir=str(tmp_path / "half"), num_classes=2, max_epochs=1, **TINY))
     assert "warning:" not in capsys.readouterr().err
+    two = write_tree(tmp_path / "two", num_classes=2)  # --num_classes 1 cannot train: say what can
+    train(make_config(data_dir=str(two), save_dir=str(tmp_path / "two_run"), max_epochs=1, **TINY))
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "shown as - by python -m nngk_lab.compare; add class folders to hold some out (training needs two)")
     assert compare_main([str(tmp_path / "all"), str(tmp_path / "half"), "--no_progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     header, rows, notes = lines[0].split(), lines[1:5], lines[6:]
