@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .data.decoded import MemoryBatches
+from .data.seeds import mix_seed
 from .device import resolve_device
 from .errors import ConfigError, DataError, DistributedError, NNGKError, first_line
 
@@ -384,7 +385,7 @@ def seed_step(seed: int, epoch: int, step: int) -> None:
     masks, a function of (seed, epoch, step, process), so a run resumed with as many
     processes draws the same ones. One process keeps its single random stream."""
     if world_size() > 1:
-        torch.manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + step) * 4099 + rank())
+        torch.manual_seed(mix_seed(seed, epoch, step, rank()))
 
 
 def signal_grace_s() -> float:

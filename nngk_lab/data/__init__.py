@@ -7,5 +7,6 @@ from .folders import scan_image_folder, load_rgb, find_unreadable_images, ImageS
 from .release_tree import Prepared, train_command, read_manifest, readable, class_folders, default_source, prepare
 from .releases import Entry, Release
 from .samplers import check_m_per_class, ClassBalancedOrder
+from .seeds import mix_seed
 from .split import DataSplit, split_samples
 from .transforms import default_resize_size, build_transforms

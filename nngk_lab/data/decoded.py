@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .folders import Sample, load_rgb
+from .seeds import mix_seed
 
 # Decoded datasets up to this size are kept in memory (the digits: 0.6 MB at 36 px; 6,250
 # photos at 32 px: 19 MB; CUB-200's 6,000 training images at 288 px: 1.5 GB).
@@ -85,7 +86,7 @@ class EpochAugmentation:
     (seed, epoch), drawn at once."""
 
     def __init__(self, num_images: int, resize_size: int, input_size: int, hflip: bool, seed: int, epoch: int):
-        g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + 7)
+        g = torch.Generator().manual_seed(mix_seed(seed, epoch, 7))
         self.offsets = torch.randint(resize_size - input_size + 1, (num_images, 2), generator=g)
         self.flips = torch.rand(num_images, generator=g) < 0.5 if hflip else torch.zeros(num_images, dtype=torch.bool)
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 from ..errors import DataError, first_line
+from .seeds import mix_seed
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -187,7 +188,7 @@ class ImageSamples(Dataset):
             # this sample, then put its state back (torch.manual_seed would cost 50x more).
             generator = torch.default_generator
             state = generator.get_state()
-            generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_033 + index) % 2**63)
+            generator.manual_seed(mix_seed(self.seed, self.epoch, index))
             try:
                 image = self.transform(image)
             finally:

@@ -9,7 +9,11 @@ once, in a random order, and takes ``m`` images of it; consecutive runs of
 same), so with fewer than ``batch_size / m`` classes a class fills several groups of a
 batch. Within a class, images are taken in a random order, cycling, so over an epoch
 every image of a class is used equally often (give or take one) and the ``m`` images of
-a group are always distinct. An epoch has as many images as the training set.
+a group are always distinct. An epoch has as many images as the training set, rounded up
+to whole groups: with a batch size that is a multiple of ``m`` (the config requires it),
+every batch, the last one too, is made of whole groups, so with ``m >= 2`` every image
+of a batch has another of its class there. Rounding up leaves the number of batches of
+an epoch as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Sequence
 import torch
 
 from ..errors import ConfigError
+from .seeds import mix_seed
 
 SAMPLERS = ("random", "m_per_class")
 
@@ -38,19 +43,20 @@ class ClassBalancedOrder:
     docstring), after the first ``skip`` (done before an interruption)."""
 
     def __init__(self, labels: Sequence[int], m: int, seed: int, epoch: int, skip: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(mix_seed(seed, epoch))
         members: dict[int, list[int]] = {}
         for index, label in enumerate(int(label) for label in labels):
             members.setdefault(label, []).append(index)
         classes = sorted(members)
         queues = {c: [] for c in classes}
+        size = -(-len(labels) // m) * m
         order: list[int] = []
-        while len(order) < len(labels):
+        while len(order) < size:
             for c in (classes[i] for i in torch.randperm(len(classes), generator=g).tolist()):
                 order.extend(self._take(queues, c, members[c], m, g))
-                if len(order) >= len(labels):
+                if len(order) >= size:
                     break
-        self.order = order[:len(labels)][skip:]
+        self.order = order[skip:]
 
     @staticmethod
     def _take(queues: dict[int, list[int]], c: int, members: list[int], m: int, g: torch.Generator) -> list[int]:

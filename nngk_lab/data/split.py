@@ -52,9 +52,12 @@ def split_samples(classes: Sequence[str], samples: Sequence[Sample], num_trained
     """Split classes into trained / held-out and trained-class images into train / test.
 
     ``num_trained`` defaults to the first half of the classes (the standard deep metric
-    learning protocol), but at least two: one class alone cannot be trained. The image split is stratified: each trained class gives
-    ``round(test_fraction * n)`` images to the test set, at least one when
-    ``test_fraction > 0`` and the class has two or more images.
+    learning protocol), but at least two: one class alone cannot be trained. The image
+    split is stratified: each trained class gives ``round(test_fraction * n)`` images to
+    the test set, at least one when ``test_fraction > 0`` and the class has two or more
+    images, and always keeps at least one for training (a class of one image is all
+    training), so that no trained class is trained on nothing. Raises :class:`DataError`
+    when a trained class has no images at all.
     """
     classes = list(classes)
     if num_trained is None:
@@ -67,6 +70,10 @@ def split_samples(classes: Sequence[str], samples: Sequence[Sample], num_trained
     by_class: dict[int, list[Sample]] = {}
     for s in samples:
         by_class.setdefault(s[1], []).append(s)
+    empty = [classes[label] for label in range(num_trained) if label not in by_class]
+    if empty:
+        raise DataError(f"trained class {empty[0]} has no images, so it cannot be trained; add images to it or "
+                        "remove its folder")
     train, test, heldout = [], [], []
     for label in sorted(by_class):
         items = by_class[label]
@@ -76,8 +83,9 @@ def split_samples(classes: Sequence[str], samples: Sequence[Sample], num_trained
         items = items[:]
         rng.shuffle(items)
         n_test = int(round(test_fraction * len(items)))
-        if test_fraction > 0 and len(items) >= 2:
-            n_test = min(max(n_test, 1), len(items) - 1)
+        if test_fraction > 0:
+            n_test = max(n_test, 1)
+        n_test = min(n_test, len(items) - 1)  # a trained class keeps a training image
         test.extend(sorted(items[:n_test]))
         train.extend(sorted(items[n_test:]))
     return DataSplit(classes, num_trained, train, test, heldout)

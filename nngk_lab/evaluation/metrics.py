@@ -37,7 +37,7 @@ def _check_retrieval_inputs(features: torch.Tensor, labels: torch.Tensor) -> Non
 
 
 def _neighbour_labels(features: torch.Tensor, labels: torch.Tensor, k: int, chunk_size: int | None,
-                      progress: bool, desc: str) -> Iterator[tuple[slice, torch.Tensor]]:
+                      progress: bool, desc: str, backend: str) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield ``(rows, labels of the k nearest other items of each query in rows)``, a
     chunk of queries at a time, nearest first.
 
@@ -50,24 +50,27 @@ def _neighbour_labels(features: torch.Tensor, labels: torch.Tensor, k: int, chun
     rows = chunk_size or auto_chunk_rows(n, features.device)
     for start in tqdm(range(0, n, rows), desc=desc, disable=not progress, leave=False):
         stop = min(start + rows, n)
-        _, idx = drop_self(*nearest_neighbours(features[start:stop], features, k + 1, chunk_size=rows), start)
+        _, idx = drop_self(*nearest_neighbours(features[start:stop], features, k + 1, chunk_size=rows,
+                                               backend=backend), start)
         yield slice(start, stop), labels[idx]
 
 
 def recall_at_k(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = RECALL_KS,
-                chunk_size: int | None = None, progress: bool = False) -> dict[int, float]:
+                chunk_size: int | None = None, progress: bool = False, backend: str = "auto") -> dict[int, float]:
     """Recall@K for each K in ``ks``: the share of queries with at least one item of their
     own class among their K nearest *other* items (squared Euclidean distance).
 
     Every item is a query and every other item is in the database. A query whose class
     has no other item can never hit and still counts (the standard definition).
+    ``backend``: the neighbour search's (:func:`nngk_lab.kernel.search.nearest_neighbours`).
     """
     _check_retrieval_inputs(features, labels)
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1 or ks[-1] > features.shape[0] - 1:
         raise ValueError(f"each K must be in 1..{features.shape[0] - 1} (items - 1), got {ks}")
     hits = torch.zeros(len(ks), dtype=torch.float64)
-    for rows, neighbour_labels in _neighbour_labels(features, labels, ks[-1], chunk_size, progress, "recall@K"):
+    for rows, neighbour_labels in _neighbour_labels(features, labels, ks[-1], chunk_size, progress, "recall@K",
+                                                    backend):
         same = neighbour_labels == labels[rows].to(neighbour_labels.device).unsqueeze(1)
         hit_within = same.cumsum(1) > 0  # hit_within[:, j]: a match among the first j + 1
         hits += hit_within[:, [k - 1 for k in ks]].sum(0).double().cpu()
@@ -75,7 +78,7 @@ def recall_at_k(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
 
 
 def map_at_r(features: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None,
-             progress: bool = False) -> float:
+             progress: bool = False, backend: str = "auto") -> float:
     """MAP@R (Musgrave et al., "A Metric Learning Reality Check", 2020).
 
     For a query whose class has R other items, take its R nearest other items; its score
@@ -91,7 +94,8 @@ def map_at_r(features: torch.Tensor, labels: torch.Tensor, chunk_size: int | Non
         return float("nan")
     ranks = torch.arange(1, r_max + 1, device=features.device, dtype=torch.float64)
     total, valid = 0.0, int((r_all > 0).sum())
-    for rows, neighbour_labels in _neighbour_labels(features, labels, r_max, chunk_size, progress, "MAP@R"):
+    for rows, neighbour_labels in _neighbour_labels(features, labels, r_max, chunk_size, progress, "MAP@R",
+                                                    backend):
         r = r_all[rows]
         same = neighbour_labels == labels[rows].to(neighbour_labels.device).unsqueeze(1)
         relevant = (same & (ranks <= r.unsqueeze(1))).double()
@@ -116,9 +120,11 @@ def nmi(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, n_init: int
 
 
 def retrieval_metrics(features: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = RECALL_KS,
-                      seed: int = 0, chunk_size: int | None = None, progress: bool = False) -> dict[str, float]:
+                      seed: int = 0, chunk_size: int | None = None, progress: bool = False,
+                      with_nmi: bool = True, backend: str = "auto") -> dict[str, float]:
     """Recall@K (for the K in ``ks`` that are below the number of items), MAP@R and NMI,
-    as ``{"recall@1": ..., "map@r": ..., "nmi": ...}``.
+    as ``{"recall@1": ..., "map@r": ..., "nmi": ...}``; without ``with_nmi``, no NMI (its
+    k-means into as many clusters as classes takes long on thousands of classes).
 
     With fewer than two classes every neighbour shares the query's class, so each measure
     would be a perfect 1.0 whatever the features: they are NaN instead, with a warning.
@@ -129,8 +135,11 @@ def retrieval_metrics(features: torch.Tensor, labels: torch.Tensor, ks: Sequence
         warnings.warn("retrieval needs at least 2 classes to mean anything, but all images are of one class; "
                       "Recall@K, MAP@R and NMI are NaN (hold out more classes: a smaller --num_classes)",
                       stacklevel=2)
-        return {**{f"recall@{k}": float("nan") for k in ks}, "map@r": float("nan"), "nmi": float("nan")}
-    result = {f"recall@{k}": v for k, v in recall_at_k(features, labels, ks, chunk_size, progress).items()}
-    result["map@r"] = map_at_r(features, labels, chunk_size, progress)
-    result["nmi"] = nmi(features, labels, seed)
+        return {**{f"recall@{k}": float("nan") for k in ks}, "map@r": float("nan"),
+                **({"nmi": float("nan")} if with_nmi else {})}
+    result = {f"recall@{k}": v for k, v in recall_at_k(features, labels, ks, chunk_size, progress, backend).items()} \
+        if ks else {}
+    result["map@r"] = map_at_r(features, labels, chunk_size, progress, backend)
+    if with_nmi:
+        result["nmi"] = nmi(features, labels, seed)
     return result

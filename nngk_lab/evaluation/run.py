@@ -9,18 +9,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from ..errors import DataError
 from ..files import atomic_write_text
 from ..kernel.bank import FeatureBank, embed
 from ..kernel.classify import classification_metrics
-from ..training.loaders import eval_loaders, load_split
+from ..training.loaders import eval_loaders
 from ..training.parts import build_initial_parts
 from ..training.runs import load_run
-from .metrics import retrieval_metrics
+from .embeddings import run_data, trained_bank
+from .metrics import RECALL_KS, retrieval_metrics
 
 METRICS_NAME = "metrics.json"
 
@@ -30,7 +31,7 @@ METRICS_NAME = "metrics.json"
 
 
 def _network_metrics(config, split, model, bank, kernel_weights, head, loaders, device, progress: bool,
-                     name: str) -> dict[str, float]:
+                     name: str, ks: Sequence[int], with_nmi: bool) -> dict[str, float]:
     """Classification on the test images and retrieval on the held-out images for one
     network (``bank`` must hold its embeddings of the training images)."""
     result = {}
@@ -46,44 +47,45 @@ def _network_metrics(config, split, model, bank, kernel_weights, head, loaders, 
         result = {"accuracy": result[own], **result}
     if len(split.heldout) >= 2:
         features, labels = embed(model, loaders["heldout"], device, progress, desc=f"{name}: held-out images")
-        result.update(retrieval_metrics(features, labels, seed=config.seed, progress=progress))
+        result.update(retrieval_metrics(features, labels, ks=ks, seed=config.seed, progress=progress,
+                                        with_nmi=with_nmi))
     return result
 
 
-def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True) -> dict:
+def evaluate_run(save_dir, data_dir=None, device="cpu", progress: bool = True, ks: Sequence[int] = RECALL_KS,
+                 with_nmi: bool = True) -> dict:
     """Measure a saved run and the untrained network it started from; write
     ``save_dir/metrics.json`` and return the same dict.
 
     The data are the run's own (``data_dir`` overrides the folder, e.g. when the run was
     trained on another machine; None uses the run's, and a run without one used the
-    embedded digits), split exactly as in training. The untrained network is rebuilt
+    embedded digits), split exactly as in training; a folder whose images are not those
+    the run was trained on is refused (:func:`nngk_lab.evaluation.embeddings.run_data`)
+    before anything is measured or written. The untrained network is rebuilt
     with the run's seed by :func:`nngk_lab.training.parts.build_initial_parts`, as training
     started; its bank is computed from the training images, with all kernel weights 1.
+    ``ks``: the K of Recall@K (those below the number of held-out images are kept);
+    ``with_nmi=False`` skips NMI, whose k-means takes long on many classes.
     """
     save_dir = Path(save_dir)
     device = torch.device(device)
     run = load_run(save_dir, device)
-    config = dataclasses.replace(run.config, progress=progress,
-                                 data_dir=str(data_dir) if data_dir is not None else run.config.data_dir)
-    split = load_split(config)
-    if split.classes != run.classes:
-        raise DataError(f"{save_dir} was trained on classes {run.classes[:3]}... ({len(run.classes)}), "
-                        f"but the data folder has {split.classes[:3]}... ({len(split.classes)})")
+    config, split = run_data(run, data_dir)
+    config = dataclasses.replace(config, progress=progress)
     loaders = eval_loaders(config, split, device)
 
     def embed_bank(model: nn.Module, name: str) -> FeatureBank:  # classification needs no neighbour lists
         return FeatureBank(*embed(model, loaders["train"], device, progress, desc=f"{name}: training images"))
 
-    # A finished run's bank is its final model's; one stopped early may be stale.
-    bank = run.bank if run.finished else embed_bank(run.model, "trained")
-    trained = _network_metrics(config, split, run.model, bank, run.kernel_weights, run.head, loaders, device,
-                               progress, "trained")
+    trained = _network_metrics(config, split, run.model, trained_bank(run, loaders["train"], device, progress),
+                               run.kernel_weights, run.head, loaders, device, progress, "trained", ks, with_nmi)
 
     # The initial weights are drawn on the CPU; fork_rng leaves the caller's generator as it was.
     with torch.random.fork_rng(devices=[]):
         initial = build_initial_parts(config, split.num_trained, len(split.train), device)
     untrained = _network_metrics(config, split, initial.model, embed_bank(initial.model, "untrained"),
-                                 initial.kernel_weights, initial.head, loaders, device, progress, "untrained")
+                                 initial.kernel_weights, initial.head, loaders, device, progress, "untrained", ks,
+                                 with_nmi)
 
     metrics = {
         "save_dir": str(save_dir), "loss": config.loss, "model": config.model,

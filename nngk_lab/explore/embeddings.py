@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.split import DataSplit
+from ..evaluation.embeddings import run_data, trained_bank
 from ..kernel.bank import FeatureBank, embed
 from ..kernel.search import nearest_neighbours
 from ..progress import transient_progress
 from ..training.config import TrainConfig
-from ..training.loaders import eval_loaders, load_split
+from ..training.loaders import eval_loaders
 from ..training.parts import build_initial_parts
 from ..training.runs import LoadedRun, load_run
 from .cache import cached, run_fingerprint
@@ -72,12 +73,6 @@ class Embeddings:
         return self._sorted_test
 
 
-def _run_split(run: LoadedRun) -> DataSplit:
-    # The run's own number of trained classes: classes added to the folder since would
-    # change the default (the first half).
-    return load_split(dataclasses.replace(run.config, num_classes=run.num_trained))
-
-
 def _embedding_loaders(config: TrainConfig, split: DataSplit, device,
                        parts: tuple[str, ...]) -> dict[str, DataLoader]:
     # A notebook embeds in its own process, with no loader workers to start, and in
@@ -87,20 +82,18 @@ def _embedding_loaders(config: TrainConfig, split: DataSplit, device,
 
 
 def _embed_run(run: LoadedRun, device) -> dict:
-    split = _run_split(run)
-    if len(split.train) != len(run.bank):
-        raise ValueError(f"the run's bank holds {len(run.bank)} centres but its data split has "
-                         f"{len(split.train)} training images: was the data folder changed?")
-    empty = (torch.empty(0, run.bank.features.shape[1]), torch.empty(0, dtype=torch.long))
-    loaders = _embedding_loaders(run.config, split, device, ("test", "heldout"))
+    config, split = run_data(run)
+    loaders = _embedding_loaders(config, split, device, ("train", "test", "heldout"))
+    bank = trained_bank(run, loaders["train"], device)  # evaluate_run's rule: a stopped run's bank may be stale
+    empty = (torch.empty(0, bank.features.shape[1]), torch.empty(0, dtype=torch.long))
     test = embed(run.model, loaders["test"], device, desc="embedding test images") if split.test else empty
     heldout = embed(run.model, loaders["heldout"], device, desc="embedding held-out images") \
         if split.heldout else empty
     log_weights = run.kernel_weights.log_weights.detach() if run.kernel_weights is not None \
-        else torch.zeros(len(run.bank))
+        else torch.zeros(len(bank))
     return dict(class_names=list(split.classes), num_trained=split.num_trained, sigma=float(run.config.sigma),
                 num_neighbours=int(run.config.num_neighbours), log_weights=log_weights.cpu(),
-                train=run.bank.features.cpu(), train_labels=run.bank.labels.cpu(),
+                train=bank.features.cpu(), train_labels=bank.labels.cpu(),
                 test=test[0].cpu(), test_labels=test[1].cpu(), heldout=heldout[0].cpu(),
                 heldout_labels=heldout[1].cpu(), train_paths=[p for p, _ in split.train],
                 test_paths=[p for p, _ in split.test], heldout_paths=[p for p, _ in split.heldout])
@@ -127,8 +120,7 @@ def untrained_embeddings(run_dir, device="cpu", run: LoadedRun | None = None) ->
 
     def compute() -> dict:
         loaded = run if run is not None else load_run(run_dir, device)
-        c = loaded.config
-        split = _run_split(loaded)
+        c, split = run_data(loaded)
         with torch.random.fork_rng(devices=[]):
             model = build_initial_parts(c, loaded.num_trained, len(split.train), torch.device(device)).model
         out = {}

@@ -146,6 +146,11 @@ class TrainConfig:
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.m_per_class >= 1, f"--m_per_class must be at least 1, got {self.m_per_class}"),
+            (self.sampler != "m_per_class" or self.m_per_class < 1 or self.batch_size % self.m_per_class == 0,
+             f"--batch_size {self.batch_size} is not a multiple of --m_per_class {self.m_per_class}, so batches "
+             f"would cut groups of a class and leave images without another of their class; pass a --batch_size "
+             f"that is a multiple of {self.m_per_class}, e.g. "
+             f"{max(1, round(self.batch_size / max(self.m_per_class, 1))) * self.m_per_class}"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.centres in CENTRE_SCHEMES,
              f"--centres must be one of {', '.join(CENTRE_SCHEMES)}, got {self.centres!r}"),
@@ -182,12 +187,13 @@ MODEL_DEFAULTS = {
 }
 # Each loss's sampler is the one its authors train with: Meyer et al. (NNGK), softmax
 # and Movshovitz-Attias et al. (ProxyNCA, whose proxies need no pairs in a batch) shuffle;
-# Wang et al. (Multi-Similarity) take 5 images per class. In-batch NCA and contrastive
+# Wang et al. (Multi-Similarity) take 5 images per class in batches of 80 (a batch must be
+# whole groups: the models' 32 and 64 are not multiples of 5). In-batch NCA and contrastive
 # need pairs of a class in each batch: 4 per class, as Musgrave et al.'s benchmark
 # ("A Metric Learning Reality Check", 2020) gives every in-batch loss.
 LOSS_DEFAULTS = {
     "nca": dict(sampler="m_per_class", m_per_class=4),
-    "multi_similarity": dict(sampler="m_per_class", m_per_class=5),
+    "multi_similarity": dict(sampler="m_per_class", m_per_class=5, batch_size=80),
     "contrastive": dict(sampler="m_per_class", m_per_class=4),
 }
 # The digits are not mirror-symmetric, and their 8x8 images decode faster than a worker

@@ -19,6 +19,7 @@ from ..data.decoded import (
 from ..data.digits import export_digits
 from ..data.folders import ImageSamples, scan_image_folder
 from ..data.samplers import ClassBalancedOrder
+from ..data.seeds import mix_seed
 from ..data.split import DataSplit, split_samples
 from ..data.transforms import build_transforms, default_resize_size
 from ..device import default_workers
@@ -41,12 +42,24 @@ def load_split(config: TrainConfig) -> DataSplit:
     return split
 
 
+def no_heldout_warning(split: DataSplit) -> str | None:
+    """The one-line warning a run that trains on every class starts with (None for any
+    other run): it has no held-out classes, so no retrieval metrics."""
+    if split.heldout:
+        return None
+    n = len(split.classes)
+    remedy = f"pass --num_classes {n - 1} or fewer to hold classes out" if n > 2 else \
+        "add class folders to hold some out (training needs two)"
+    return (f"warning: training on all {n} classes holds none out, so the retrieval metrics (Recall@K, MAP@R, "
+            f"NMI) will be empty, shown as - by python -m nngk_lab.compare; {remedy}")
+
+
 class EpochOrder:
     """The order of one epoch's samples, a pure function of (seed, epoch), so that a
     resumed run can skip the batches it has already done and see the same rest."""
 
     def __init__(self, n: int, seed: int, epoch: int, skip: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(mix_seed(seed, epoch))
         self.order = torch.randperm(n, generator=g)[skip:].tolist()
 
     def __iter__(self):
@@ -68,7 +81,7 @@ def make_loader(dataset, config: TrainConfig, device: torch.device, sampler=None
     workers = default_workers() if config.workers is None else config.workers
     # Seeding the loader's own generator keeps it from drawing from the global one
     # (which dropout uses), so a resumed run continues the same random stream.
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(mix_seed(config.seed, epoch))
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, shuffle=False,
                       num_workers=workers, pin_memory=device.type == "cuda",
                       persistent_workers=False, generator=generator,

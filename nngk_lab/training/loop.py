@@ -33,7 +33,7 @@ from ..kernel.loss import KernelWeights
 from ..models.baselines import PML_LOSSES
 from .config import TrainConfig
 from .interrupts import DeferredInterrupt
-from .loaders import RunImages, fits_in_memory, load_split
+from .loaders import RunImages, fits_in_memory, load_split, no_heldout_warning
 from .parts import build_initial_parts
 from .runs import (
     Progress,
@@ -151,6 +151,9 @@ def _train(config: TrainConfig, device: torch.device, save_dir: Path, resume_fro
     if config.loss in PML_LOSSES and distributed.world_size() > 1:
         raise ConfigError(f"--loss {config.loss} compares the images of a batch with each other, and torchrun "
                           "splits each batch across processes; train it on one process")
+    warning = no_heldout_warning(split)  # once every check has passed: training starts
+    if warning and distributed.is_writer():
+        print(warning, file=sys.stderr)
     run = _Run(config, split, device, save_dir, fingerprint)
     if state is not None:
         run.restored(restore(state, run.parts, device, resume_from))

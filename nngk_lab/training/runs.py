@@ -132,15 +132,18 @@ def resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
 
 
 def check_same_data(state: dict, split: DataSplit, fingerprint: str, config: TrainConfig, path: Path) -> None:
-    """Refuse to resume the checkpoint ``state`` (read from ``path``) on other data."""
+    """Refuse to resume, evaluate or explore the checkpoint ``state`` (read from ``path``)
+    on other data than it was trained on. A run saved before fingerprints were has none,
+    and is checked by its classes only."""
     if state["classes"] != split.classes:
         raise CheckpointError(f"{path} was trained on classes {state['classes'][:3]}..., but the data "
-                              f"folder {config.data_dir or 'digits'} has {split.classes[:3]}...; resume with "
+                              f"folder {config.data_dir or 'digits'} has {split.classes[:3]}...; use "
                               "the run's own data (--data_dir if it moved)")
     if state.get("data_fingerprint", fingerprint) != fingerprint:
         raise CheckpointError(f"the images in {config.data_dir or 'the digits folder'} are not those {path} "
-                              "was trained on (files were added, removed or renamed); restore them, or start "
-                              "a new run in another --save_dir")
+                              "was trained on (files were added, removed or renamed), so its split would not be "
+                              "the run's; restore them (--data_dir if they moved), or train a new run in "
+                              "another --save_dir")
 
 
 def restore(state: dict, parts: Parts, device: torch.device, path: Path) -> Progress:
@@ -220,6 +223,21 @@ class LoadedRun:
     head: nn.Linear | None
     history: list[dict]
     finished: bool
+    data_fingerprint: str | None = None  # None for runs saved before fingerprints were
+    path: Path | None = None  # its checkpoint file
+
+
+def check_run_data(run: LoadedRun, split: DataSplit, config: TrainConfig) -> None:
+    """Refuse to evaluate or explore ``run`` on ``split`` unless it holds the images the run
+    was trained on (:func:`check_same_data`, resuming's rule). A run saved before
+    fingerprints were is also refused when its bank and the split's training images differ
+    in number."""
+    state = {"classes": run.classes}
+    if run.data_fingerprint is not None:
+        state["data_fingerprint"] = run.data_fingerprint
+    elif len(run.bank) != len(split.train):
+        state["data_fingerprint"] = ""
+    check_same_data(state, split, data_fingerprint(split), config, run.path)
 
 
 def load_run(save_dir, device="cpu") -> LoadedRun:
@@ -250,4 +268,4 @@ def load_run(save_dir, device="cpu") -> LoadedRun:
     parts.model.eval()
     return LoadedRun(config, state["classes"], state["num_trained"], parts.model,
                      FeatureBank.from_state_dict(bank, device), kernel_weights, parts.head,
-                     state["history"], state["finished"])
+                     state["history"], state["finished"], state.get("data_fingerprint"), path)

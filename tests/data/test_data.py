@@ -102,7 +102,7 @@ def test_split_is_stratified_disjoint_and_complete(seed):
     for trial in range(20):
         classes, samples, counts = _random_samples(rng)
         num_trained = rng.randint(1, len(classes))
-        fraction = rng.choice([0.0, 0.1, 0.2, 0.5, 0.9])
+        fraction = rng.choice([0.0, 0.1, 0.2, 0.5, 0.6, 0.9])
         split = split_samples(classes, samples, num_trained, fraction, seed=rng.randrange(1000))
         where = f"seed={seed} trial={trial} counts={counts} trained={num_trained} fraction={fraction}"
         parts = [split.train, split.test, split.heldout]
@@ -115,10 +115,37 @@ def test_split_is_stratified_disjoint_and_complete(seed):
             n = counts[label]
             n_test = sum(1 for _, y in split.test if y == label)
             expected = int(round(fraction * n))
-            if fraction > 0 and n >= 2:
-                expected = min(max(expected, 1), n - 1)
+            if fraction > 0:
+                expected = max(expected, 1)
+            expected = min(expected, n - 1)
             assert n_test == expected, f"{where} class={label}"
-            assert sum(1 for _, y in split.train if y == label) == n - n_test, where
+            assert sum(1 for _, y in split.train if y == label) == n - n_test >= 1, where
+
+
+# (images in the class, test fraction) -> test images, worked by hand: round(fraction * n),
+# at least one test image when the fraction is above 0, and at least one training image.
+HAND_WORKED_TEST_COUNTS = {(1, 0.6): 0, (1, 0.0): 0, (1, 0.99): 0, (1, 0.2): 0, (2, 0.6): 1, (2, 0.1): 1,
+                           (2, 0.0): 0, (3, 0.6): 2, (3, 0.99): 2, (4, 0.6): 2, (5, 0.6): 3, (10, 0.6): 6,
+                           (10, 0.2): 2, (10, 0.99): 9}
+
+
+def test_every_trained_class_keeps_a_training_image(seed):
+    for (n, fraction), n_test in HAND_WORKED_TEST_COUNTS.items():
+        # The class under test between two others, trained, and one held out.
+        counts = [3, n, 4, 2]
+        samples = [(f"c{label}/{j:02d}.png", label) for label, size in enumerate(counts) for j in range(size)]
+        split = split_samples(["c0", "c1", "c2", "c3"], samples, 3, fraction, seed=seed)
+        train = [s for s in split.train if s[1] == 1]
+        test = [s for s in split.test if s[1] == 1]
+        assert (len(test), len(train)) == (n_test, n - n_test), (n, fraction)
+        assert {label for _, label in split.train} == {0, 1, 2}, (n, fraction)
+
+
+def test_a_trained_class_without_images_is_one_sentence():
+    samples = [("a/1.png", 0), ("a/2.png", 0), ("c/1.png", 2)]
+    with pytest.raises(DataError, match=r"^trained class b has no images, so it cannot be trained"):
+        split_samples(["a", "b", "c"], samples, 2)
+    assert len(split_samples(["a", "b", "c"], samples, 1).heldout) == 1  # a held-out class may be empty
 
 
 def test_split_defaults_to_half_the_classes_and_is_deterministic_per_seed(seed):

@@ -122,3 +122,42 @@ def test_compares_two_saved_runs_evaluating_them_first(tmp_path, capsys):
     assert (dirs[0] / METRICS_NAME).stat().st_mtime > stamp
     table = capsys.readouterr().out
     assert "nngk (untrained)" in table and "softmax (untrained)" in table
+
+
+def test_training_on_every_class_warns_once_and_compare_says_why(tmp_path, capsys):
+    tree = write_tree(tmp_path / "tree")
+    capsys.readouterr()
+    train(make_config(data_dir=str(tree), save_dir=str(tmp_path / "all"), num_classes=4, max_epochs=1, **TINY))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: training on all 4 classes holds none out, so the retrieval metrics (Recall@K, "
+                        "MAP@R, NMI) will be empty, shown as - by python -m nngk_lab.compare; pass --num_classes 3 "
+                        "or fewer to hold classes out"]
+    train(make_config(data_dir=str(tree), save_dir=str(tmp_path / "half"), num_classes=2, max_epochs=1, **TINY))
+    assert "warning:" not in capsys.readouterr().err
+    two = write_tree(tmp_path / "two", num_classes=2)  # --num_classes 1 cannot train: say what can
+    train(make_config(data_dir=str(two), save_dir=str(tmp_path / "two_run"), max_epochs=1, **TINY))
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "shown as - by python -m nngk_lab.compare; add class folders to hold some out (training needs two)")
+    assert compare_main([str(tmp_path / "all"), str(tmp_path / "half"), "--no_progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rows, notes = lines[0].split(), lines[1:5], lines[6:]
+    cells = dict(zip(header[2:], rows[0].split()[-len(compare.COLUMNS):]))
+    assert [cells[title] for _, title in compare.COLUMNS[1:]] == ["-"] * (len(compare.COLUMNS) - 1)
+    assert cells["accuracy"] != "-" and "-" not in rows[2].split()
+    assert notes == ["- all: it was trained on every class, so no class was held out for retrieval (R@K, MAP@R, "
+                     "NMI); train with a smaller --num_classes to measure them"]
+
+
+def test_other_ks_get_columns_and_a_skipped_nmi_a_note(saved):
+    for network in ("trained", "untrained"):
+        saved[1][network].update({"recall@10": 0.5, "recall@100": 0.75})
+        del saved[1][network]["nmi"]
+    assert [title for _, title in compare.metric_columns(saved)] == \
+        ["accuracy", "R@1", "R@2", "R@4", "R@8", "R@10", "R@100", "MAP@R", "NMI"]
+    rows = compare.comparison_rows(saved)
+    assert rows[0][7:9] == [None, None] and rows[2][7:9] == [0.5, 0.75]
+    notes = compare.missing_notes(saved)
+    assert notes == ["- nngk: R@10, R@100 not measured (python -m nngk_lab.evaluate --ks chooses the K; a K must "
+                     "be below the number of held-out images)",
+                     "- softmax: NMI skipped (python -m nngk_lab.evaluate --no_nmi)"]
+    assert compare.comparison_table(saved).splitlines()[-2:] == notes

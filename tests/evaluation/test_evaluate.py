@@ -4,6 +4,8 @@ evaluate_run / its command line end to end on a tiny image tree."""
 import json
 import math
 import random
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +18,12 @@ from nngk_lab.kernel.search import nearest_neighbours
 from nngk_lab.evaluate import main as evaluate_main
 from nngk_lab.kernel.bank import FeatureBank
 from nngk_lab.files import atomic_save, safe_load
-from nngk_lab.errors import DataError
+from nngk_lab.data.folders import load_rgb
+from nngk_lab.data.transforms import build_transforms
+from nngk_lab.errors import CheckpointError, ConfigError
+from nngk_lab.evaluation.embeddings import folder_embeddings, split_embeddings
+from nngk_lab.training.loaders import load_split
+from nngk_lab.training.runs import load_run
 from nngk_lab.training.config import make_config
 from nngk_lab.training.runs import CHECKPOINT_KIND, CHECKPOINT_NAME
 from nngk_lab.training.loop import train
@@ -68,10 +75,34 @@ def random_problem(g, n=60, dim=4, num_classes=5):
     return features, labels
 
 
+def separated_problem(g, n=60, dim=4, num_classes=5):
+    """A float32 random problem whose distances from each item to the others differ by
+    more than float32 rounding, so that every exact search (faiss computes in float32)
+    ranks the neighbours as the float64 reference does."""
+    while True:
+        features, labels = random_problem(g, n, dim, num_classes)
+        features = features.float()
+        d = torch.cdist(features.double(), features.double()).square().sort(1).values[:, 1:]
+        if bool((d.diff(dim=1) > 1e-4 * d[:, 1:]).all()) and float(d[:, 0].min()) > 1e-4:
+            return features, labels
+
+
+# The metrics' neighbour search: the torch backend, and faiss's (an optional dependency,
+# installed from requirements.txt).
+BACKENDS = ["torch", "faiss"]
+
+
+def needs(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+
+
 # ------------------------------------------------------------------ Recall@K and MAP@R
 
 
-def test_hand_worked_case():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_worked_case(backend):
+    needs(backend)
     # 1-D points; worked by hand: neighbours (nearest first) and their labels
     #  0 (class 0): 1, 10, 11, 12.5 -> 1 0 1 1   R=1: miss at 1, hit at 2;   AP = 0
     #  1 (class 1): 0, 10, 11, 12.5 -> 0 0 1 1   R=2: hit first at 3;        AP = 0
@@ -80,19 +111,38 @@ def test_hand_worked_case():
     # 12.5 (cl. 1): 11, 10, 1, 0    -> 1 0 1 0   R=2: hit at 1;              AP = (1/2)(1)
     features = torch.tensor([[0.0], [1.0], [10.0], [11.0], [12.5]])
     labels = torch.tensor([0, 1, 0, 1, 1])
-    assert ev.recall_at_k(features, labels, ks=(1, 2, 3, 4)) == {1: 0.2, 2: 0.6, 3: 0.8, 4: 1.0}
-    assert ev.map_at_r(features, labels) == pytest.approx((0 + 0 + 0 + 0.25 + 0.5) / 5)
+    assert ev.recall_at_k(features, labels, ks=(1, 2, 3, 4), backend=backend) == {1: 0.2, 2: 0.6, 3: 0.8, 4: 1.0}
+    assert ev.map_at_r(features, labels, backend=backend) == pytest.approx((0 + 0 + 0 + 0.25 + 0.5) / 5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("chunk_size", [None, 1, 7])
-def test_recall_and_map_match_naive_reference(chunk_size):
+def test_recall_and_map_match_naive_reference(chunk_size, backend):
+    needs(backend)
     g, seed = fresh_generator()
-    features, labels = random_problem(g)
-    recall = ev.recall_at_k(features, labels, ks=(1, 2, 4, 8, 59), chunk_size=chunk_size)
+    features, labels = random_problem(g) if backend == "torch" else separated_problem(g)
+    recall = ev.recall_at_k(features, labels, ks=(1, 2, 4, 8, 59), chunk_size=chunk_size, backend=backend)
     for k, value in recall.items():
         assert value == pytest.approx(naive_recall(features, labels, k), abs=1e-12), (seed, k)
-    assert ev.map_at_r(features, labels, chunk_size=chunk_size) == pytest.approx(
+    assert ev.map_at_r(features, labels, chunk_size=chunk_size, backend=backend) == pytest.approx(
         naive_map_at_r(features, labels), abs=1e-12), seed
+    metrics = ev.retrieval_metrics(features, labels, ks=(1, 8), chunk_size=chunk_size, backend=backend,
+                                   with_nmi=False)
+    assert metrics == pytest.approx({"recall@1": naive_recall(features, labels, 1),
+                                     "recall@8": naive_recall(features, labels, 8),
+                                     "map@r": naive_map_at_r(features, labels)}, abs=1e-12), seed
+
+
+def test_the_searches_reach_the_backend_asked_for(monkeypatch):
+    pytest.importorskip("faiss")
+    from nngk_lab.kernel import search
+    calls = []
+    real = search.faiss_search
+    monkeypatch.setattr(search, "faiss_search", lambda *a: calls.append(a[2]) or real(*a))
+    g, _ = fresh_generator()
+    features, labels = separated_problem(g, n=30)
+    ev.retrieval_metrics(features, labels, ks=(1, 2), chunk_size=10, backend="faiss", with_nmi=False)
+    assert calls == [3] * 3 + [int(labels.bincount().max())] * 3  # Recall@2 and MAP@R, each + the query
 
 
 def test_map_at_r_leaves_out_singleton_classes():
@@ -116,15 +166,17 @@ def test_perfect_embedding_scores_one(scale):
     assert ev.nmi(features, labels) == pytest.approx(1.0), seed
 
 
-def test_exact_duplicates_do_not_count_the_query_itself():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_duplicates_do_not_count_the_query_itself(backend):
+    needs(backend)
     # Three identical images per class: every other copy ties with the query at distance 0.
     features = torch.tensor([[0.0, 0.0]] * 3 + [[5.0, 5.0]] * 3)
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
-    assert ev.recall_at_k(features, labels, ks=(1, 2, 5)) == {1: 1.0, 2: 1.0, 5: 1.0}
-    assert ev.map_at_r(features, labels, chunk_size=2) == 1.0
+    assert ev.recall_at_k(features, labels, ks=(1, 2, 5), backend=backend) == {1: 1.0, 2: 1.0, 5: 1.0}
+    assert ev.map_at_r(features, labels, chunk_size=2, backend=backend) == 1.0
     # Identical images with different classes: only the other copy can be found.
     features = torch.zeros(2, 3)
-    assert ev.recall_at_k(features, torch.tensor([0, 1]), ks=(1,)) == {1: 0.0}
+    assert ev.recall_at_k(features, torch.tensor([0, 1]), ks=(1,), backend=backend) == {1: 0.0}
 
 
 def test_labels_unrelated_to_features_score_chance():
@@ -287,10 +339,118 @@ def test_stale_bank_is_rebuilt_to_the_same_numbers(runs, tmp_path):
 
 def test_data_dir_with_other_classes_is_refused(runs, tmp_path, capsys):
     other = write_tree(tmp_path / "other", num_classes=3)
-    with pytest.raises(DataError, match="trained on classes"):
+    with pytest.raises(CheckpointError, match="trained on classes"):
         ev.evaluate_run(runs["nngk"], data_dir=other, progress=False)
     assert evaluate_main(["--save_dir", str(runs["nngk"]), "--data_dir", str(other), "--no_progress"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def _stopped_copy(run_dir, where):
+    """A copy of the run as if stopped before it finished, with a stale (zero) bank."""
+    state = safe_load(run_dir / CHECKPOINT_NAME, CHECKPOINT_KIND)
+    state["bank"] = {**state["bank"], "features": torch.zeros_like(state["bank"]["features"])}
+    state["finished"] = False
+    state.pop("eval_bank", None)
+    atomic_save(state, where / CHECKPOINT_NAME)
+    return where
+
+
+def _changes(tree, where):
+    """Copies of ``tree`` whose images are not the run's: one image added to one class;
+    one renamed (the same number of images)."""
+    added = Path(shutil.copytree(tree, where / "added"))
+    shutil.copy(added / "class_001" / "im_00.png", added / "class_001" / "im_99.png")
+    renamed = Path(shutil.copytree(tree, where / "renamed"))
+    (renamed / "class_000" / "im_03.png").rename(renamed / "class_000" / "im_03b.png")
+    return {"added": added, "renamed": renamed}
+
+
+def test_changed_images_are_refused_and_metrics_json_is_kept(runs, tree, tmp_path, capsys):
+    finished = runs["nngk"]
+    ev.evaluate_run(finished, progress=False)
+    before = (finished / ev.run.METRICS_NAME).read_bytes()
+    stopped = _stopped_copy(finished, tmp_path / "stopped")
+    for name, data in _changes(tree, tmp_path).items():
+        for run_dir in (finished, stopped):  # a stopped run once failed with an IndexError instead
+            with pytest.raises(CheckpointError, match=r"^the images in .* are not those .* was trained on "
+                                                      r"\(files were added, removed or renamed\)"):
+                ev.evaluate_run(run_dir, data_dir=data, progress=False)
+            with pytest.raises(CheckpointError, match="are not those"):
+                split_embeddings(run_dir, "heldout", data_dir=data)
+            capsys.readouterr()
+            assert evaluate_main(["--save_dir", str(run_dir), "--data_dir", str(data), "--no_progress"]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: the images in") and err.count("\n") == 1, (name, err)
+    assert (finished / ev.run.METRICS_NAME).read_bytes() == before
+    assert not (stopped / ev.run.METRICS_NAME).exists()
+
+
+def test_a_moved_but_identical_folder_gives_the_same_numbers(runs, tree, tmp_path):
+    reference = ev.evaluate_run(runs["nngk"], progress=False)
+    moved = shutil.copytree(tree, tmp_path / "elsewhere" / "moved")
+    metrics = ev.evaluate_run(runs["nngk"], data_dir=moved, progress=False)
+    assert metrics["trained"] == reference["trained"] and metrics["untrained"] == reference["untrained"]
+    assert metrics["data_dir"] == str(moved)
+
+
+# ------------------------------------------------------------------ a run's embeddings, --ks, --no_nmi
+
+
+def test_split_embeddings_are_what_evaluate_measures(runs, tree, tmp_path):
+    run = load_run(runs["nngk"])
+    split = load_split(run.config)
+    for part in ("train", "test", "heldout"):
+        e = split_embeddings(runs["nngk"], part)
+        samples = getattr(split, part)
+        assert e.paths == [p for p, _ in samples] and e.labels.tolist() == [y for _, y in samples]
+        assert e.classes == split.classes and e.features.shape == (len(samples), run.model.embedding_dim)
+        # Each row is the trained network's embedding of its image, one image at a time.
+        _, eval_tf = build_transforms(run.config.input_size, run.config.resize_size, False, run.config.mean,
+                                      run.config.std)
+        with torch.no_grad():
+            one = torch.stack([run.model(eval_tf(load_rgb(p)).unsqueeze(0))[0] for p in e.paths[:5]])
+        assert torch.allclose(e.features[:5], one, atol=1e-5), part
+    heldout = split_embeddings(run, "heldout")
+    metrics = ev.evaluate_run(runs["nngk"], progress=False)["trained"]
+    assert metrics["recall@1"] == pytest.approx(naive_recall(heldout.features, heldout.labels, 1), abs=1e-12)
+    assert metrics["map@r"] == pytest.approx(naive_map_at_r(heldout.features, heldout.labels), abs=1e-12)
+    with pytest.raises(ConfigError, match="part must be one of train, test, heldout"):
+        split_embeddings(run, "validation")
+
+
+def test_folder_embeddings_of_any_class_tree(runs, tree, tmp_path):
+    # The held-out classes alone, in a folder of their own: the same images, the same rows.
+    folder = tmp_path / "heldout_only"
+    for name in ("class_002", "class_003"):
+        shutil.copytree(tree / name, folder / name)
+    e = folder_embeddings(runs["nngk"], folder, batch_size=5)
+    heldout = split_embeddings(runs["nngk"], "heldout")
+    assert e.classes == ["class_002", "class_003"] and torch.equal(e.labels + 2, heldout.labels)
+    assert [Path(p).relative_to(folder) for p in e.paths] == [Path(p).relative_to(tree) for p in heldout.paths]
+    assert torch.allclose(e.features, heldout.features, atol=1e-5)
+
+
+def test_stopped_run_embeds_its_training_images_again(runs, tmp_path):
+    stopped = _stopped_copy(runs["nngk"], tmp_path / "stopped")
+    fresh = split_embeddings(stopped, "train").features
+    assert not torch.equal(fresh, torch.zeros_like(fresh))
+    assert torch.allclose(fresh, split_embeddings(runs["nngk"], "train").features, atol=1e-5)
+
+
+def test_command_line_ks_and_no_nmi(runs, capsys):
+    assert evaluate_main(["--save_dir", str(runs["nngk"]), "--no_progress", "--ks", "1", "3", "10", "1000",
+                          "--no_nmi"]) == 0
+    metrics = json.loads((runs["nngk"] / "metrics.json").read_text())
+    heldout = split_embeddings(runs["nngk"], "heldout")  # 24 images: K = 1000 is left out
+    assert set(metrics["trained"]) == CLASSIFICATION_KEYS | {"recall@1", "recall@3", "recall@10", "map@r"}
+    for k in (1, 3, 10):
+        assert metrics["trained"][f"recall@{k}"] == pytest.approx(
+            naive_recall(heldout.features, heldout.labels, k), abs=1e-12)
+    assert "recall@10" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        evaluate_main(["--save_dir", str(runs["nngk"]), "--no_progress", "--ks", "0"])
+    assert exit.value.code == 2
+    assert "each K must be at least 1" in capsys.readouterr().err
 
 
 def test_retrieval_on_a_single_class_is_nan_with_a_warning_not_perfect():

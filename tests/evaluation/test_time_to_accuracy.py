@@ -113,8 +113,8 @@ def test_bad_input_is_one_line(tree, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: argument --losses: invalid choice: 'triplet'")
     assert bench_quality.main(["--losses", "nca", "--data_dir", str(tree), "--out_dir", str(tmp_path),
                                "--minutes", "0.01", "--seeds", "1", "--no_progress", *TINY_FLAGS,
-                               "--m_per_class", "99"]) == 2
+                               "--m_per_class", "24", "--batch_size", "24"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: training nca (seed 0) in ") and err.endswith(
-        "failed: error: --m_per_class 99 is larger than the smallest trained class (class_000 has 16 training "
+        "failed: error: --m_per_class 24 is larger than the smallest trained class (class_000 has 16 training "
         "images); pass --m_per_class 16 or less\n")

@@ -4,6 +4,7 @@ a real calibration except the one small test of time_backends itself."""
 
 import json
 import sys
+import time
 
 import pytest
 import torch
@@ -135,10 +136,33 @@ def test_the_cache_key_names_the_machine_the_libraries_and_the_problem():
         assert part in key
 
 
-def test_time_backends_times_both(seed):
+def test_time_backends_times_both(seed, monkeypatch):
+    """Each backend runs twice, in turns, on the problem of the size asked for, and the
+    faster of its two runs is kept: the backends are slowed down by known delays (a
+    different one per run) and the seconds must be those delays, give or take the
+    searches themselves."""
     pytest.importorskip("faiss")
+    delays = {"torch": [0.30, 0.10], "faiss": [0.02, 0.25]}
+    calls = []
+
+    def slowed(name, real):
+        def run(queries, centres, k):
+            calls.append((name, tuple(queries.shape), tuple(centres.shape), k))
+            found = real(queries, centres, k)
+            time.sleep(delays[name][sum(c[0] == name for c in calls) - 1])
+            # The real search of the real problem: the naive nearest centres.
+            naive = torch.cdist(queries.double(), centres.double()).square().topk(k, largest=False)
+            assert torch.allclose(found[0].double(), naive.values, rtol=1e-4, atol=1e-4)
+            return found
+        return run
+
+    monkeypatch.setattr(search, "torch_search", slowed("torch", search.torch_search))
+    monkeypatch.setattr(search, "faiss_search", slowed("faiss", search.faiss_search))
     seconds = time_backends(300, 20, 8, 5)
-    assert set(seconds) == {"torch", "faiss"} and all(0 < s < 60 for s in seconds.values())
+    assert [c[0] for c in calls] == ["torch", "faiss", "torch", "faiss"]
+    assert all(c[1:] == ((20, 8), (300, 8), 5) for c in calls)
+    assert set(seconds) == {"torch", "faiss"}
+    assert 0.10 <= seconds["torch"] < 0.10 + 0.18 and 0.02 <= seconds["faiss"] < 0.02 + 0.18, seconds
 
 
 def test_cpu_description_reads_x86_and_arm_cpuinfo(tmp_path):

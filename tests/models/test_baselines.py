@@ -132,11 +132,11 @@ def test_interrupted_pml_run_resumes_exactly(tree, tmp_path, monkeypatch, loss):
 
 
 def test_each_loss_gets_its_authors_sampler_unless_told(tree, tmp_path):
-    samplers = {loss: (make_config(loss=loss).sampler, make_config(loss=loss).m_per_class)
-                for loss in ("nngk", "softmax", *PML_LOSSES)}
-    assert samplers == {"nngk": ("random", 4), "softmax": ("random", 4), "nca": ("m_per_class", 4),
-                        "proxy_nca": ("random", 4), "multi_similarity": ("m_per_class", 5),
-                        "contrastive": ("m_per_class", 4)}
+    samplers = {loss: (make_config(loss=loss).sampler, make_config(loss=loss).m_per_class,
+                       make_config(loss=loss).batch_size) for loss in ("nngk", "softmax", *PML_LOSSES)}
+    assert samplers == {"nngk": ("random", 4, 64), "softmax": ("random", 4, 64), "nca": ("m_per_class", 4, 64),
+                        "proxy_nca": ("random", 4, 64), "multi_similarity": ("m_per_class", 5, 80),
+                        "contrastive": ("m_per_class", 4, 64)}
     assert make_config(loss="contrastive", sampler="random").sampler == "random"
     with pytest.raises(ConfigError, match="^--m_per_class applies to --sampler m_per_class only"):
         make_config(loss="proxy_nca", m_per_class=3)
@@ -171,7 +171,7 @@ def test_a_pml_run_is_evaluated_by_the_same_function_as_an_nngk_run(tree, tmp_pa
 
 def test_cli_trains_resumes_and_refuses_another_loss(tree, tmp_path, capsys):
     save_dir = tmp_path / "run"
-    assert train_main(tiny_argv(tree, save_dir, "--loss", "multi_similarity", max_epochs=1)) == 0
+    assert train_main(tiny_argv(tree, save_dir, "--loss", "multi_similarity", "--batch_size", "10", max_epochs=1)) == 0
     assert json.loads((save_dir / "config.json").read_text())["sampler"] == "m_per_class"
     before = (save_dir / CHECKPOINT_NAME).read_bytes()
     capsys.readouterr()
@@ -179,13 +179,14 @@ def test_cli_trains_resumes_and_refuses_another_loss(tree, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --loss nca differs from the run in") and err.count("\n") == 1
     assert (save_dir / CHECKPOINT_NAME).read_bytes() == before
-    assert train_main(tiny_argv(tree, save_dir, "--resume", "--m_per_class", "5", max_epochs=2)) == 0
+    assert train_main(tiny_argv(tree, save_dir, "--resume", "--m_per_class", "5", "--batch_size", "10",
+                                max_epochs=2)) == 0
     assert [e["epoch"] for e in json.loads((save_dir / "history.json").read_text())] == [1, 2]
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--loss", "triplet"], "error: argument --loss: invalid choice: 'triplet'"),
-    (["--loss", "nca", "--m_per_class", "17"],
+    (["--loss", "nca", "--m_per_class", "17", "--batch_size", "17"],
      "error: --m_per_class 17 is larger than the smallest trained class (class_000 has 16 training images); "
      "pass --m_per_class 16 or less"),
 ])

@@ -3,6 +3,9 @@ dry run passes its own correctness checks on the CPU."""
 
 import json
 
+import pytest
+
+from nngk_lab.device import available_cores
 from bench import bench_distributed, bench_loss, bench_search, bench_step, gpu_check
 
 
@@ -64,8 +67,35 @@ def test_step_bench_prints_both_tables(capsys):
     assert "softmax" in out and "nngk" in out
 
 
+def test_step_bench_numbers_follow_from_its_timings(tmp_path):
+    """The derived columns are the arithmetic the table's footnote states, on the
+    measured timings: a refresh embeds N images at the measured rate, refreshing every
+    epoch costs five times refreshing every fifth, and softmax against itself is 1."""
+    bank_size, batch = 300, 8
+    refresh, (softmax, nngk) = bench_step.measure("small_cnn", 16, batch, 8, "png", bank_size, 10, 10, 10.0, 1, 16,
+                                                  tmp_path)
+    assert (softmax["loss"], nngk["loss"]) == ("softmax", "nngk")
+    with_workers = next(v for key, v in refresh.items() if key.endswith(" workers"))  # None without workers
+    rate = with_workers if with_workers is not None else refresh["images/s serial"]
+    assert refresh["refresh s"] == pytest.approx(bank_size / rate, rel=1e-9)
+    steps_per_epoch = -(-bank_size // batch)
+    every = {i: (refresh["refresh s"] + refresh["search s"]) / (i * steps_per_epoch) for i in (1, 5)}
+    for interval in (1, 5):
+        assert softmax[f"refresh+search/step ms (every {interval})"] == 0.0
+        assert softmax[f"vs softmax (every {interval})"] == pytest.approx(1.0, rel=1e-12)
+        assert nngk[f"refresh+search/step ms (every {interval})"] == pytest.approx(1e3 * every[interval], rel=1e-9)
+        assert nngk[f"vs softmax (every {interval})"] == pytest.approx(
+            (nngk["step ms"] / 1e3 + every[interval]) / (softmax["step ms"] / 1e3), rel=1e-9)
+    assert nngk["refresh+search/step ms (every 1)"] == pytest.approx(5 * nngk["refresh+search/step ms (every 5)"])
+
+
 def test_distributed_bench_times_two_processes(capsys):
     rows = bench_distributed.main(["--quick", "--worlds", "2"])
     assert [r["processes"] for r in rows] == [2]
-    assert rows[0]["refresh s"] > 0 and rows[0]["step ms"] > 0
-    assert "refresh s" in capsys.readouterr().out
+    row = rows[0]
+    assert row["threads each"] == max(1, available_cores() // 2)
+    # images/s is the global batch (both processes' shares) over the time of one step.
+    assert row["images/s"] == pytest.approx(bench_distributed.QUICK["batch"] / (row["step ms"] / 1e3), rel=1e-9)
+    assert row["speed-up"] == "1.00x" and 0 < row["refresh s"] < 60
+    out = capsys.readouterr().out
+    assert "refresh s" in out and f"{bench_distributed.QUICK['images']} images of" in out
