@@ -106,8 +106,8 @@ def chosen_dataset() -> DatasetChoice:
     if folder.is_dir():
         return DatasetChoice(folder.name, folder)  # a class-folder tree of your own
     raise DataError(f"NNGK_DATASET={value}, but {folder} holds no prepared dataset: prepare it with python -m "
-                    f"nngk_lab.datasets prepare NAME --source PATH --out {folder} (README, \"Your data and the "
-                    "paper's datasets\"), or unset NNGK_DATASET for the digits")
+                    f"nngk_lab.datasets prepare NAME --source PATH --out {folder} (docs/datasets.md)"
+                    ", or unset NNGK_DATASET for the digits")
 
 
 def _photo_training(choice: DatasetChoice, fast: bool, gpu: bool) -> tuple[dict, dict]:
@@ -225,7 +225,7 @@ def start(device: str = "auto") -> tuple[NotebookSettings, torch.device]:
     chosen = settings()
     dev = setup(device)
     if chosen.dataset == "digits":
-        print("Dataset: the embedded digits; NNGK_DATASET=cifar100 (or another dataset prepared as the README "
+        print("Dataset: the embedded digits; NNGK_DATASET=cifar100 (or another dataset prepared as docs/datasets.md "
               "says) switches every notebook to photos.")
     return chosen, dev
 

@@ -11,7 +11,7 @@ import dataclasses
 
 from ..training.config import TrainConfig, make_config
 
-# Why the digits run has each value (config.py's comments and README, "Results on the
+# Why the digits run has each value (config.py's comments and docs/results.md, "Results on the
 # embedded digits", say how each was chosen).
 DIGITS_REASONS = {
     "model": ("small_cnn", "a small CNN trains the digits in about a minute on a CPU; the paper used "

@@ -136,7 +136,7 @@ def label_noise_experiment(save_dir, fraction: float = 0.05, weight_learning_rat
     its ``num_classes`` the trained classes. ``weight_learning_rate`` defaults to 1e-2: at
     the digits' 1e-4, Adam's steps of about the learning rate move a log-weight by at most
     ~0.012 in ten epochs, too little to change a prediction (their order, though, already
-    singles out flipped images: see README).
+    singles out flipped images: see docs/notebooks.md).
     Returns the run's embeddings (with its learnt weights) and the result.
     """
     config = {k: v for k, v in config.items() if v is not None}  # unset flags keep the defaults

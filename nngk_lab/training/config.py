@@ -203,8 +203,8 @@ LOSS_DEFAULTS = {
 DIGITS_DEFAULTS = dict(model="small_cnn", hflip=False, workers=0, learning_rate=1e-4, centres="paper")
 # Unnormalised, NNGK's loss on the digits reaches about 0 by moving the classes apart, and
 # then stops teaching. On the validation classes unit-length embeddings (sigma 0.2, 0.3 and
-# 0.5 tried) raised MAP@R after 10 epochs and after 1 minute, 0.2 most (README, "Results on
-# the embedded digits"); on the Fashion-MNIST folds they did not beat the small CNN's photo
+# 0.5 tried) raised MAP@R after 10 epochs and after 1 minute, 0.2 most (docs/results.md,
+# "Results on the embedded digits"); on the Fashion-MNIST folds they did not beat the small CNN's photo
 # recipe, which is unchanged.
 DIGITS_NNGK_DEFAULTS = dict(normalise=True, sigma=0.2)
 

@@ -34,7 +34,7 @@ def test_committed_notebook_has_no_outputs(path):
     nbformat.validate(notebook)
     dirty = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
              and (cell.outputs or cell.execution_count is not None)]
-    assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing (see README)"
+    assert not dirty, f"{path.name}: cells {dirty} hold outputs; clear them before committing (see docs/notebooks.md)"
 
 
 MAX_PROSE_WORDS = 200  # a cell a student reads in one go; longer ones are split or moved to docs/
