@@ -228,10 +228,11 @@ class Tuner:
             metrics = train_measured(settings, best.user_attrs["params"], self.out / "runs" / loss, f"final-seed{seed}")
             runs.append({"seed": seed, **{k: metrics["trained"][k] for k in ("recall@1", "map@r", "accuracy")}})
             bar.update()
-        default = study.trials[0]
+        # The first trial is the kit's default; a kill may have moved it to a later number.
+        default = [t.value for t in study.trials if t.params == study.trials[0].params and t.state.name == "COMPLETE"]
         return {"loss": loss, "best_trial": best.number, "best_params": best.user_attrs["params"],
                 "validation": best.value, "validation_folds": best.user_attrs["folds"],
-                "default_validation": default.value if default.state.name == "COMPLETE" else None,
+                "default_validation": default[0] if default else None,
                 "trials": self.finished(loss), "runs": runs}
 
     def trials_record(self) -> list[dict]:
