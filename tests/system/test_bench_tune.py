@@ -17,7 +17,7 @@ LOSSES = ("nngk", "multi_similarity")
 TRIALS, FOLDS, SEEDS = 2, 2, 2
 FLAGS = ["--model", "small_cnn", "--input_size", "8", "--hflip", "false", "--num_neighbours", "5",
          "--batch_size", "8", "--workers", "0"]
-KILL_AT = 6  # the 6th run: nngk's second trial, second fold, after training and before its evaluation
+KILL_AT = 4  # the 4th run: multi-similarity's first trial (the default), second fold, after training, before evaluation
 
 
 class Killed(BaseException):
@@ -89,15 +89,20 @@ def test_every_loss_gets_the_same_number_of_trials(search):
 def test_a_killed_search_continues_instead_of_starting_again(search):
     first, second, summary = search["calls"]["first"], search["calls"]["second"], search["summary"]
     assert len(first) == KILL_AT
-    # Trained again: only the killed run; then what the first call never reached.
+    # Trained again: only the killed run (its trial's first fold is reused); then what the
+    # first call never reached.
     assert [(r["loss"], r["save_dir"].split("-")[0]) for r in second] == [
-        ("nngk", "fold1"), ("multi_similarity", "fold0"), ("multi_similarity", "fold1"),
+        ("nngk", "fold0"), ("nngk", "fold1"), ("multi_similarity", "fold1"),
+        ("multi_similarity", "fold0"), ("multi_similarity", "fold1"),
         *((loss, "final") for loss in LOSSES for _ in range(SEEDS))]
-    assert second[0]["save_dir"] == first[-1]["save_dir"]  # the same parameters, so the same run
-    nngk = [t for t in summary["trials"] if t["loss"] == "nngk"]
-    assert [t["state"] for t in nngk] == ["COMPLETE", "FAIL", "COMPLETE"] and nngk[1]["killed"]
-    assert nngk[2]["params"] == nngk[1]["params"]
-    assert nngk[0]["value"] is not None
+    assert second[2]["save_dir"] == first[-1]["save_dir"]  # the same parameters, so the same run
+    killed = [t for t in summary["trials"] if t["loss"] == "multi_similarity"]
+    assert [t["state"] for t in killed] == ["FAIL", "COMPLETE", "COMPLETE"] and killed[0]["killed"]
+    assert killed[1]["params"] == killed[0]["params"]
+    # the killed trial was the kit's default setting: its score is the retried trial's
+    row = next(r for r in summary["rows"] if r["loss"] == "multi_similarity")
+    assert row["default_validation"] == killed[1]["value"] is not None
+    assert killed[0]["params"]["m_per_class"] == 5 and killed[0]["params"]["loss.alpha"] == 2
 
 
 def test_the_table_says_what_the_json_says(search):
