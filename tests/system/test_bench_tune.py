@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_runs import write_tree
 
 from bench import bench_tune, tune_report, tune_space
 from nngk_lab.errors import ConfigError
 from nngk_lab.models.baselines import BaselineLoss
 from nngk_lab.training.loaders import load_split
-from tiny_runs import write_tree
 
 LOSSES = ("nngk", "multi_similarity")
 TRIALS, FOLDS, SEEDS = 2, 2, 2
