@@ -215,25 +215,31 @@ class Tuner:
                 if self.finished(loss) < self.args.trials:
                     self.run_trial(loss, bar)
 
-    def final(self, loss: str, bar) -> dict | None:
-        """The best trial's setting trained on all trained classes with each seed and
-        measured on the held-out classes; None when no trial of ``loss`` completed."""
+    def final(self, loss: str, bar) -> list[dict]:
+        """Rows of the table for ``loss``: its best trial's setting (and with ``--defaults``
+        the kit's default setting) trained on all trained classes with each seed and
+        measured on the held-out classes; none when no trial of ``loss`` completed."""
         study = self.studies[loss]
-        if not any(t.state.name == "COMPLETE" for t in study.trials):
-            return None
-        best = study.best_trial
-        runs = []
-        for seed in range(self.args.seeds):
-            settings = self.settings(loss, data_dir=str(self.data_dir), num_classes=len(self.trained), seed=seed)
-            metrics = train_measured(settings, best.user_attrs["params"], self.out / "runs" / loss, f"final-seed{seed}")
-            runs.append({"seed": seed, **{k: metrics["trained"][k] for k in ("recall@1", "map@r", "accuracy")}})
-            bar.update()
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        if not complete:
+            return []
         # The first trial is the kit's default; a kill may have moved it to a later number.
-        default = [t.value for t in study.trials if t.params == study.trials[0].params and t.state.name == "COMPLETE"]
-        return {"loss": loss, "best_trial": best.number, "best_params": best.user_attrs["params"],
-                "validation": best.value, "validation_folds": best.user_attrs["folds"],
-                "default_validation": default[0] if default else None,
-                "trials": self.finished(loss), "runs": runs}
+        default = next((t for t in complete if t.params == study.trials[0].params), None)
+        chosen = [("best", study.best_trial)] + ([("default", default)] if self.args.defaults and default else [])
+        rows = []
+        for which, trial in chosen:
+            runs = []
+            for seed in range(self.args.seeds):
+                settings = self.settings(loss, data_dir=str(self.data_dir), num_classes=len(self.trained), seed=seed)
+                metrics = train_measured(settings, trial.user_attrs["params"], self.out / "runs" / loss,
+                                         f"final-seed{seed}")
+                runs.append({"seed": seed, **{k: metrics["trained"][k] for k in ("recall@1", "map@r", "accuracy")}})
+                bar.update()
+            rows.append({"loss": loss, "setting": which, "trial": trial.number, "params": trial.user_attrs["params"],
+                         "validation": trial.value, "validation_folds": trial.user_attrs["folds"],
+                         "default_validation": default.value if default else None, "trials": self.finished(loss),
+                         "runs": runs})
+        return rows
 
     def trials_record(self) -> list[dict]:
         return [{"loss": loss, "number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
@@ -252,6 +258,8 @@ def parse(argv):
     p.add_argument("--epochs", type=int, default=10, help="epochs per run (default 10)")
     p.add_argument("--minutes", type=float, help="wall-clock minutes per run (default: no limit)")
     p.add_argument("--seeds", type=int, default=3, help="seeds of each loss's final runs (default 3)")
+    p.add_argument("--defaults", action="store_true", help="also train the kit's default setting of each loss "
+                                                           "with the same seeds: what the search bought")
     p.add_argument("--objective", default="map@r", choices=("map@r", "recall@1"),
                    help="validation score to maximise (default map@r)")
     p.add_argument("--search_seed", type=int, default=0, help="seed of the samplers (default 0)")
@@ -286,16 +294,18 @@ def main(argv=None) -> int:
         tuner = Tuner(args, base, data_dir, split.trained_classes, split.heldout_classes)
         n_losses = len(args.losses)
         done = sum(min(tuner.finished(loss), args.trials) for loss in args.losses) * args.folds
-        with tqdm(total=n_losses * (args.trials * args.folds + args.seeds), initial=done, desc="runs",
+        finals = args.seeds * (2 if args.defaults else 1)
+        with tqdm(total=n_losses * (args.trials * args.folds + finals), initial=done, desc="runs",
                   disable=args.no_progress) as bar:
             tuner.search(bar)
-            rows = [row for row in (tuner.final(loss, bar) for loss in args.losses) if row]
+            rows = [row for loss in args.losses for row in tuner.final(loss, bar)]
     except NNGKError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {"command": command, "machine": machine_summary(), "load_before": load_before, "load_after": _load(),
                "wall_minutes": (time.monotonic() - start) / 60, "data_dir": args.data_dir,
-               "budget": {k: getattr(args, k) for k in ("trials", "folds", "epochs", "minutes", "seeds", "objective")},
+               "budget": {k: getattr(args, k) for k in ("trials", "folds", "epochs", "minutes", "seeds", "objective",
+                                                        "defaults")},
                "train_flags": base, "trained_classes": tuner.trained, "heldout_classes": tuner.heldout,
                "folds": tuner.folds, "rows": rows, "trials": tuner.trials_record()}
     print(write_report(summary, Path(args.out_dir)))

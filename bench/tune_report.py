@@ -1,6 +1,7 @@
 """``bench/bench_tune.py``'s table: one row per loss with its best setting, its validation
 score (and the kit's default setting's, its first trial) and the held-out numbers of its
-final runs as mean ± std over seeds; written as Markdown and JSON."""
+final runs as mean ± std over seeds (with ``--defaults``, a second row per loss for its
+default setting); written as Markdown and JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from nngk_lab.evaluation.time_to_accuracy import _cell, _mean_std
 from nngk_lab.files import atomic_write_text
 
 NAME = "bench_tune"
-HEADER = ("loss", "trials", "best setting", "val score", "val score of default", "held-out R@1", "held-out MAP@R",
+HEADER = ("loss", "trials", "setting", "val score", "val score of default", "held-out R@1", "held-out MAP@R",
           "seen accuracy")
 # The final runs' metrics, in the table's order: held-out retrieval, then the method's own
 # classifier on test images of the trained classes.
@@ -32,7 +33,8 @@ def table(summary: dict) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|---|--:|---|" + "--:|" * (len(HEADER) - 3)]
     for row in summary["rows"]:
         default = "-" if row["default_validation"] is None else f"{row['default_validation']:.4f}"
-        cells = [row["loss"], str(row["trials"]), setting_text(row["best_params"]), f"{row['validation']:.4f}",
+        name = row["loss"] + (" (default)" if row["setting"] == "default" else "")
+        cells = [name, str(row["trials"]), setting_text(row["params"]), f"{row['validation']:.4f}",
                  default, *(_cell(row[key], 4) for key in FINAL_KEYS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -49,10 +51,10 @@ def write_report(summary: dict, out_dir: Path) -> str:
                f"load average (1/5/15 min) {summary['load_before']} before, {summary['load_after']} after.\n\n"
                f"Data: {summary['data_dir'] or 'the embedded digits'}; trained classes {summary['trained_classes']}, "
                f"held-out classes {summary['heldout_classes']} (never in the search). "
-               f"{budget['trials']} trials per loss, each one run per fold on {budget['folds']} validation folds "
+               f"{budget['trials']} trials per loss, each one run per fold on {budget['folds']} validation fold(s) "
                f"({folds}), "
                f"scored by the mean validation {budget['objective']}; every run {per_run}. "
-               f"The best setting of each loss then trained with seeds 0..{budget['seeds'] - 1} on all trained "
+               f"The best setting of each loss{' (and its default)' if budget.get('defaults') else ''} then trained with seeds 0..{budget['seeds'] - 1} on all trained "
                "classes; held-out Recall@1 and MAP@R and the accuracy of the loss's own classifier on test images "
                "of the trained classes, mean ± std over seeds.")
     markdown = f"{setting}\n\n{table(summary)}\n"

@@ -33,7 +33,7 @@ def search(tmp_path_factory):
     argv = ["--data_dir", str(data), "--num_classes", "4", "--losses", *LOSSES, "--trials", str(TRIALS),
             "--folds", str(FOLDS), "--epochs", "1", "--seeds", str(SEEDS), "--out_dir", str(tmp / "out"),
             "--no_progress", *FLAGS]
-    calls = {"first": [], "second": []}
+    calls = {"first": [], "second": [], "defaults": []}
     real_train = bench_tune.train
     with pytest.MonkeyPatch.context() as mp:
         def spy(invocation, kill_at=None):
@@ -52,8 +52,11 @@ def search(tmp_path_factory):
             bench_tune.main(argv)
         mp.setattr(bench_tune, "train", spy("second"))
         assert bench_tune.main(argv) == 0
-    summary = json.loads((tmp / "out" / "bench_tune.json").read_text())
-    return {"data": data, "out": tmp / "out", "calls": calls, "summary": summary}
+        summary = json.loads((tmp / "out" / "bench_tune.json").read_text())
+        mp.setattr(bench_tune, "train", spy("defaults"))
+        assert bench_tune.main([*argv, "--defaults"]) == 0
+    with_defaults = json.loads((tmp / "out" / "bench_tune.json").read_text())
+    return {"data": data, "out": tmp / "out", "calls": calls, "summary": summary, "with_defaults": with_defaults}
 
 
 def test_held_out_classes_are_never_read_by_the_search(search):
@@ -105,13 +108,26 @@ def test_a_killed_search_continues_instead_of_starting_again(search):
     assert killed[0]["params"]["m_per_class"] == 5 and killed[0]["params"]["loss.alpha"] == 2
 
 
+def test_defaults_are_measured_with_the_same_seeds_reusing_runs_they_share(search):
+    summary, again = search["summary"], search["with_defaults"]
+    assert [(r["loss"], r["setting"]) for r in again["rows"]] == [(loss, s) for loss in LOSSES for s in ("best", "default")]
+    assert [r for r in again["rows"] if r["setting"] == "best"] == summary["rows"]
+    for row in again["rows"]:
+        assert row["validation"] == row["default_validation"] or row["setting"] == "best"
+        assert [r["seed"] for r in row["runs"]] == list(range(SEEDS))
+    # nothing searched again; a default that was also the best trial is not trained again
+    differ = [r for r in summary["rows"] if r["trial"] != min(t["number"] for t in summary["trials"]
+                                                               if t["loss"] == r["loss"] and t["state"] == "COMPLETE")]
+    assert [c["save_dir"].split("-")[0] for c in search["calls"]["defaults"]] == ["final"] * SEEDS * len(differ)
+
+
 def test_the_table_says_what_the_json_says(search):
-    summary = search["summary"]
+    summary = search["with_defaults"]
     markdown = (search["out"] / "bench_tune.md").read_text()
     lines = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert lines[0] == "| " + " | ".join(tune_report.HEADER) + " |"
     body = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
-    assert [cells[0] for cells in body] == list(LOSSES)
+    assert [cells[0] for cells in body] == [name for loss in LOSSES for name in (loss, f"{loss} (default)")]
     for cells, row in zip(body, summary["rows"]):
         assert int(cells[1]) == row["trials"] and float(cells[3]) == pytest.approx(row["validation"], abs=5e-5)
         for cell, key in zip(cells[5:], tune_report.FINAL_KEYS):
@@ -120,10 +136,12 @@ def test_the_table_says_what_the_json_says(search):
             std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
             shown_mean, shown_std = (float(x) for x in cell.split("±"))
             assert shown_mean == pytest.approx(mean, abs=5e-5) and shown_std == pytest.approx(std, abs=5e-5)
-        best = next(t for t in summary["trials"] if t["loss"] == row["loss"] and t["number"] == row["best_trial"])
-        assert row["validation"] == max(t["value"] for t in summary["trials"]
-                                        if t["loss"] == row["loss"] and t["value"] is not None) == best["value"]
-        assert cells[2] == tune_report.setting_text(row["best_params"])
+        trial = next(t for t in summary["trials"] if t["loss"] == row["loss"] and t["number"] == row["trial"])
+        assert row["validation"] == trial["value"]
+        if row["setting"] == "best":
+            assert row["validation"] == max(t["value"] for t in summary["trials"]
+                                            if t["loss"] == row["loss"] and t["value"] is not None)
+        assert cells[2] == tune_report.setting_text(row["params"])
 
 
 def test_folds_rotate_through_the_trained_classes_and_refuse_too_few():
