@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nngk_lab.evaluation.time_to_accuracy import _cell, _mean_std
+from nngk_lab.evaluation.time_to_accuracy import mean_std, stat_cell
 from nngk_lab.files import atomic_write_text
 
 NAME = "bench_tune"
@@ -26,7 +26,7 @@ def setting_text(params: dict) -> str:
 
 def add_statistics(row: dict) -> dict:
     """The row with mean ± std over its runs of each of :data:`FINAL_KEYS`."""
-    return {**row, **{key: _mean_std([run[key] for run in row["runs"]]) for key in FINAL_KEYS}}
+    return {**row, **{key: mean_std([run[key] for run in row["runs"]]) for key in FINAL_KEYS}}
 
 
 def table(summary: dict) -> str:
@@ -35,7 +35,7 @@ def table(summary: dict) -> str:
         default = "-" if row["default_validation"] is None else f"{row['default_validation']:.4f}"
         name = row["loss"] + (" (default)" if row["setting"] == "default" else "")
         cells = [name, str(row["trials"]), setting_text(row["params"]), f"{row['validation']:.4f}",
-                 default, *(_cell(row[key], 4) for key in FINAL_KEYS)]
+                 default, *(stat_cell(row[key], 4) for key in FINAL_KEYS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

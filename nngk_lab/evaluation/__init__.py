@@ -8,4 +8,4 @@ from .compare import (load_metrics, run_names, named_runs, metric_columns, compa
 from .metrics import recall_at_k, map_at_r, nmi, retrieval_metrics
 from .run import evaluate_run, format_metrics
 from .time_to_accuracy import (run_dir, train_one, run_record, benchmark, summary_rows, summary_table,
-    write_summary, load_or_run)
+    write_summary, load_or_run, mean_std, stat_cell)

@@ -138,7 +138,9 @@ def benchmark(losses: Sequence[str] = LOSSES, seeds: int = 3, minutes: float = 2
     return summary
 
 
-def _mean_std(values: list[float]) -> dict:
+def mean_std(values: list[float]) -> dict:
+    """Mean, sample standard deviation and count of the values that were measured
+    (``None`` and NaN left out)."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return {"mean": None, "std": None, "n": 0}
@@ -157,18 +159,20 @@ def summary_rows(records: list[dict]) -> list[dict]:
         runs = [r for r in records if r["loss"] == loss]
         row = {"name": loss, "sampler": runs[0]["sampler"]}
         for key in ("epochs", "images_per_second"):
-            row[key] = _mean_std([r[key] for r in runs])
-        row.update({key: _mean_std([r["trained"].get(key) for r in runs]) for key in QUALITY_KEYS})
+            row[key] = mean_std([r[key] for r in runs])
+        row.update({key: mean_std([r["trained"].get(key) for r in runs]) for key in QUALITY_KEYS})
         rows.append(row)
     for name, normalised in (("untrained", False), ("untrained, L2-normalised", True)):
         runs = {r["seed"]: r for r in records if r["normalised"] == normalised}.values()
         if runs:
             rows.append({"name": name, "sampler": "-",
-                         **{key: _mean_std([r["untrained"].get(key) for r in runs]) for key in QUALITY_KEYS}})
+                         **{key: mean_std([r["untrained"].get(key) for r in runs]) for key in QUALITY_KEYS}})
     return rows
 
 
-def _cell(stat: dict | None, digits: int) -> str:
+def stat_cell(stat: dict | None, digits: int) -> str:
+    """A table cell for a :func:`mean_std` result: "mean ± std", the mean alone for one
+    value, "-" for none."""
     if not stat or stat["mean"] is None:
         return "-"
     return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
@@ -180,7 +184,7 @@ def summary_table(summary: dict) -> str:
     header = ["loss", "sampler", *(title for _, title in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "--:|" * len(COLUMNS)]
     for row in summary["rows"]:
-        cells = [row["name"], row["sampler"], *(_cell(row.get(key), digits.get(key, 4)) for key, _ in COLUMNS)]
+        cells = [row["name"], row["sampler"], *(stat_cell(row.get(key), digits.get(key, 4)) for key, _ in COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
