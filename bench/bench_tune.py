@@ -41,11 +41,11 @@ from tqdm.auto import tqdm
 
 from bench.common import machine_summary
 from bench.tune_report import write_report
-from bench.tune_space import pml_options, split_params, suggest
+from bench.tune_space import split_params, suggest
 from nngk_lab.data.digits import export_digits
 from nngk_lab.errors import ConfigError, NNGKError
 from nngk_lab.evaluation.run import evaluate_run
-from nngk_lab.training.config import LOSSES, digits_defaults, make_config
+from nngk_lab.training.config import LOSS_DEFAULTS, LOSSES, digits_defaults, make_config
 from nngk_lab.training.flags import Parser, build_train_parser
 from nngk_lab.training.loaders import load_split
 from nngk_lab.training.loop import train
@@ -86,26 +86,37 @@ def fold_tree(data_dir: Path, fold: dict, into: Path) -> Path:
     return into
 
 
-def run_key(settings: dict, options: tuple[dict, dict]) -> str:
-    text = json.dumps({"settings": settings, "options": options}, sort_keys=True, default=str)
+def run_key(settings: dict) -> str:
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def whole_groups(settings: dict) -> dict:
+    """``settings`` with, for a loss whose batches are groups of m images of a class, the
+    batch size rounded down to a multiple of m (at least m): the kit refuses a batch that
+    would cut a group, and the search draws m."""
+    m = settings.get("m_per_class", LOSS_DEFAULTS.get(settings.get("loss"), {}).get("m_per_class"))
+    if m is None:
+        return settings
+    batch = settings.get("batch_size")
+    if batch is None:  # the loss's own default batch, which holds whole groups of its own m
+        batch = make_config(**{k: v for k, v in settings.items() if k != "m_per_class"}, save_dir="unused").batch_size
+    return {**settings, "batch_size": max(m, batch // m * m)}
 
 
 def train_measured(settings: dict, params: dict, runs_dir: Path, name: str) -> dict:
     """Train one run of ``settings`` with a trial's ``params`` and return its metrics
     (``evaluate_run``'s). A finished run with the same settings is reused; a folder left
     by a killed run is trained again from the start, so every run has the whole budget."""
-    run_settings, loss_args, miner_args = split_params(params)
-    settings = {**settings, **run_settings}
-    save_dir = runs_dir / f"{name}-{run_key(settings, (loss_args, miner_args))}"
+    settings = whole_groups({**settings, **split_params(params)})
+    save_dir = runs_dir / f"{name}-{run_key(settings)}"
     done = save_dir / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
     shutil.rmtree(save_dir, ignore_errors=True)
     # Training's reports (e.g. batches without pairs) would bury the progress bar; the run's
     # history keeps them.
-    with pml_options(loss_args, miner_args), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         train(make_config(**settings, save_dir=str(save_dir), progress=False))
     return evaluate_run(save_dir, progress=False)
 
@@ -113,7 +124,7 @@ def train_measured(settings: dict, params: dict, runs_dir: Path, name: str) -> d
 def default_params(loss: str, settings: dict) -> dict:
     """The parameters of the kit's own setting for ``loss`` (a run of ``settings``), by the
     names the search uses."""
-    config = make_config(**{**settings, "save_dir": "unused"})
+    config = make_config(**{**whole_groups(settings), "save_dir": "unused"})
     params = {"learning_rate": config.learning_rate, **PML_DEFAULTS.get(loss, {})}
     weight_lr = config.weight_learning_rate or config.learning_rate
     if loss == "nngk":

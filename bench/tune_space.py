@@ -1,6 +1,6 @@
 """What ``bench/bench_tune.py`` searches for each loss: the parameters that matter to it,
 their ranges, and how a pytorch-metric-learning (PML) loss gets settings the kit's
-command line does not have (its margins, scales and miner).
+command line takes as JSON (``--loss_options``, ``--miner_options``: its margins, scales and miner).
 
 Every loss searches its learning rate. NNGK adds the method's own levers (kernel width,
 K, unit-length embeddings, the centre scheme and its momentum, kernels on the batch's own
@@ -12,15 +12,12 @@ a scale.
 
 A trial's parameters are named as Optuna stores them: a :class:`~nngk_lab.training.config.TrainConfig`
 field by its own name (``learning_rate``), a PML loss argument as ``loss.NAME`` and a
-miner argument as ``miner.NAME``; :func:`split_params` sorts them into run settings and
-PML options.
+miner argument as ``miner.NAME``; :func:`split_params` turns them into run settings.
 """
 
 from __future__ import annotations
 
-import contextlib
-
-from nngk_lab.models import baselines
+import json
 
 # K is drawn from these, below the smallest bank of the search (a run needs K < its images).
 NEIGHBOUR_CHOICES = (5, 10, 20, 50, 100)
@@ -70,37 +67,17 @@ def _nngk(trial, max_neighbours: int) -> dict:
     return params
 
 
-def split_params(params: dict) -> tuple[dict, dict, dict]:
-    """(run settings, PML loss arguments, PML miner arguments) of a trial's parameters."""
-    settings, loss, miner = {}, {}, {}
+def split_params(params: dict) -> dict:
+    """A trial's parameters as run settings: the PML loss's and miner's arguments go into
+    ``loss_options`` and ``miner_options`` (JSON, as ``--loss_options`` takes them)."""
+    settings, options = {}, {"loss": {}, "miner": {}}
     for name, value in params.items():
         kind, _, key = name.partition(".")
         if key:
-            {"loss": loss, "miner": miner}[kind][key] = value
+            options[kind][key] = value
         else:
             settings[name] = value
-    return settings, loss, miner
-
-
-@contextlib.contextmanager
-def pml_options(loss_args: dict, miner_args: dict):
-    """While open, every PML loss and miner the kit builds gets these arguments over the
-    library's defaults. The kit runs PML at its defaults and has no flags for them, so the
-    search sets them here for the runs it trains, in this process only."""
-    if not loss_args and not miner_args:
-        yield
-        return
-    original = baselines._pml_parts
-
-    def parts(name, num_classes, embedding_dim):
-        loss, miner = original(name, num_classes, embedding_dim)
-        loss = type(loss)(*((num_classes, embedding_dim) if name == "proxy_nca" else ()), **loss_args)
-        if miner is not None:
-            miner = type(miner)(**miner_args)
-        return loss, miner
-
-    baselines._pml_parts = parts
-    try:
-        yield
-    finally:
-        baselines._pml_parts = original
+    for kind, values in options.items():
+        if values:
+            settings[f"{kind}_options"] = json.dumps(values, sort_keys=True)
+    return settings

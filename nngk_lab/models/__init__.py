@@ -2,4 +2,4 @@
 losses the kit compares the kernel loss with."""
 
 from .backbones import imagenet_weights_path, EmbeddingNet, build_model
-from .baselines import in_batch_nearest_neighbour, pair_members, BaselineLoss
+from .baselines import pml_parts, in_batch_nearest_neighbour, pair_members, BaselineLoss

@@ -19,24 +19,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 PML_LOSSES = ("nca", "proxy_nca", "multi_similarity", "contrastive")
 # The losses that pick pairs with a miner (the others use every pair or proxy).
 MINED_LOSSES = ("multi_similarity", "contrastive")
 
 
-def _pml_parts(name: str, num_classes: int, embedding_dim: int) -> tuple[nn.Module, nn.Module | None]:
-    """PML's loss (and miner) for ``name``, at PML's default settings."""
+def pml_parts(name: str, num_classes: int, embedding_dim: int, loss_options: dict | None = None,
+              miner_options: dict | None = None) -> tuple[nn.Module, nn.Module | None]:
+    """PML's loss (and miner) for ``name``: PML's default settings, with ``loss_options``
+    and ``miner_options`` (keyword arguments of their constructors) over them."""
     from pytorch_metric_learning import losses, miners
 
-    if name == "nca":
-        return losses.NCALoss(), None
-    if name == "proxy_nca":
-        return losses.ProxyNCALoss(num_classes, embedding_dim), None
-    if name == "multi_similarity":
-        return losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner()
-    if name == "contrastive":
-        return losses.ContrastiveLoss(), miners.PairMarginMiner()
-    raise ValueError(f"unknown baseline loss {name!r}; choose one of {', '.join(PML_LOSSES)}")
+    kinds = {"nca": (losses.NCALoss, None), "proxy_nca": (losses.ProxyNCALoss, None),
+             "multi_similarity": (losses.MultiSimilarityLoss, miners.MultiSimilarityMiner),
+             "contrastive": (losses.ContrastiveLoss, miners.PairMarginMiner)}
+    if name not in kinds:
+        raise ValueError(f"unknown baseline loss {name!r}; choose one of {', '.join(PML_LOSSES)}")
+    loss_kind, miner_kind = kinds[name]
+    loss_args = (num_classes, embedding_dim) if name == "proxy_nca" else ()
+    loss = _construct(loss_kind, loss_args, loss_options or {}, "--loss_options")
+    miner = _construct(miner_kind, (), miner_options or {}, "--miner_options") if miner_kind else None
+    return loss, miner
+
+
+def _construct(kind: type, args: tuple, options: dict, flag: str) -> nn.Module:
+    try:
+        return kind(*args, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{flag} {options} do not fit pytorch-metric-learning's {kind.__name__}: "
+                          f"{error}") from None
 
 
 def in_batch_nearest_neighbour(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -70,10 +83,11 @@ class BaselineLoss(nn.Module):
     saved in the checkpoint.
     """
 
-    def __init__(self, name: str, num_classes: int, embedding_dim: int):
+    def __init__(self, name: str, num_classes: int, embedding_dim: int, loss_options: dict | None = None,
+                 miner_options: dict | None = None):
         super().__init__()
         self.name = name
-        self.loss, self.miner = _pml_parts(name, num_classes, embedding_dim)
+        self.loss, self.miner = pml_parts(name, num_classes, embedding_dim, loss_options, miner_options)
         self.batches = 0
         self.batches_without_pairs = 0
 

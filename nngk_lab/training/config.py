@@ -17,6 +17,7 @@ Defaults come in three layers, each overriding the one before:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from ..data.samplers import SAMPLERS
 from ..device import default_workers
 from ..errors import ConfigError
 from ..models.backbones import MODEL_NAMES
-from ..models.baselines import PML_LOSSES
+from ..models.baselines import MINED_LOSSES, PML_LOSSES
 
 LOSSES = ("nngk", "softmax", *PML_LOSSES)
 CENTRE_SCHEMES = ("paper", "online")
@@ -60,6 +61,10 @@ class TrainConfig:
     loss: str = _f("nngk", "nngk (the method), or a baseline: softmax (a linear head), or pytorch-metric-"
                            "learning's nca, proxy_nca, multi_similarity (with its miner) or contrastive (with a "
                            "pair miner), at that library's defaults", choices=LOSSES)
+    loss_options: str | None = _f(None, "a pytorch-metric-learning loss's own arguments over the library's "
+                                        "defaults, as JSON, e.g. '{\"softmax_scale\": 50}' for nca")
+    miner_options: str | None = _f(None, "the same for the miner of multi_similarity or contrastive, e.g. "
+                                         "'{\"epsilon\": 0.2}'")
     sampler: str = _f("random", "batches of shuffled images, random, or of M images per class, m_per_class",
                       choices=SAMPLERS)
     m_per_class: int = _f(4, "images per class in each group of a batch, with --sampler m_per_class")
@@ -112,6 +117,22 @@ class TrainConfig:
         a pytorch-metric-learning loss, which all measure distances between unit vectors."""
         return self.normalise or self.loss in PML_LOSSES
 
+    def pml_options(self) -> tuple[dict, dict]:
+        """``loss_options`` and ``miner_options`` read as dicts ({} when not given); a
+        :class:`ConfigError` when either is not a JSON object."""
+        read = []
+        for name in ("loss_options", "miner_options"):
+            text = getattr(self, name)
+            try:
+                value = {} if text is None else json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"--{name} must be a JSON object such as '{{\"margin\": 0.5}}', got {text!r} "
+                                  f"({error.msg})") from None
+            if not isinstance(value, dict):
+                raise ConfigError(f"--{name} must be a JSON object such as '{{\"margin\": 0.5}}', got {text!r}")
+            read.append(value)
+        return read[0], read[1]
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the flag of the first setting that cannot work."""
         for f in dataclasses.fields(self):
@@ -160,10 +181,16 @@ class TrainConfig:
             (self.model == "resnet18" or self.pretrained == "none",
              f"--pretrained applies to resnet18 only; {self.model} has no pretrained weights, so leave the flag "
              f"out (got {self.pretrained!r})"),
+            (self.loss in PML_LOSSES or self.loss_options is None,
+             f"--loss_options applies to the pytorch-metric-learning losses only, and this run's loss is {self.loss}"),
+            (self.loss in MINED_LOSSES or self.miner_options is None,
+             f"--miner_options applies to {' and '.join(MINED_LOSSES)} only (the losses with a miner), and this "
+             f"run's loss is {self.loss}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.pml_options()
 
 
 def _positive(x: float) -> bool:

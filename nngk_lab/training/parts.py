@@ -55,7 +55,7 @@ def build_parts(config: TrainConfig, num_classes: int, num_train: int, device: t
         groups = [{"params": model.parameters(), "lr": config.learning_rate},
                   {"params": nngk.parameters(), "lr": weight_lr}]
     elif config.loss in PML_LOSSES:
-        criterion = BaselineLoss(config.loss, num_classes, model.embedding_dim).to(device)
+        criterion = BaselineLoss(config.loss, num_classes, model.embedding_dim, *config.pml_options()).to(device)
         groups = [{"params": model.parameters(), "lr": config.learning_rate}]
         if list(criterion.parameters()):
             groups.append({"params": criterion.parameters(), "lr": weight_lr})

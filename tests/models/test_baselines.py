@@ -171,8 +171,11 @@ def test_a_pml_run_is_evaluated_by_the_same_function_as_an_nngk_run(tree, tmp_pa
 
 def test_cli_trains_resumes_and_refuses_another_loss(tree, tmp_path, capsys):
     save_dir = tmp_path / "run"
-    assert train_main(tiny_argv(tree, save_dir, "--loss", "multi_similarity", "--batch_size", "10", max_epochs=1)) == 0
-    assert json.loads((save_dir / "config.json").read_text())["sampler"] == "m_per_class"
+    assert train_main(tiny_argv(tree, save_dir, "--loss", "multi_similarity", "--batch_size", "10",
+                                "--loss_options", '{"alpha": 7.5}', max_epochs=1)) == 0
+    saved = json.loads((save_dir / "config.json").read_text())
+    assert saved["sampler"] == "m_per_class" and json.loads(saved["loss_options"]) == {"alpha": 7.5}
+    assert load_run(save_dir).config.pml_options() == ({"alpha": 7.5}, {})
     before = (save_dir / CHECKPOINT_NAME).read_bytes()
     capsys.readouterr()
     assert train_main(tiny_argv(tree, save_dir, "--loss", "nca", "--resume", max_epochs=2)) == 2
@@ -209,3 +212,29 @@ def test_batches_without_pairs_are_logged_and_leave_no_nan(tree, tmp_path, capsy
     assert "epoch 1: nca: no two images shared a class in " in err and " of 16 batches" in err
     entry = result.history[0]
     assert math.isfinite(entry["loss"]) and 0 < entry["absent_fraction"] < 1
+
+
+def test_loss_and_miner_options_reach_pml_and_are_saved(tmp_path):
+    config = make_config(loss="nca", save_dir=str(tmp_path / "run"), loss_options='{"softmax_scale": 50}')
+    assert BaselineLoss("nca", 3, 4, *config.pml_options()).loss.softmax_scale == 50
+    assert BaselineLoss("nca", 3, 4).loss.softmax_scale == 1  # PML's default when no option is given
+    mined = make_config(loss="contrastive", save_dir="unused", miner_options='{"pos_margin": 0.1, "neg_margin": 0.7}')
+    miner = BaselineLoss("contrastive", 3, 4, *mined.pml_options()).miner
+    assert (miner.pos_margin, miner.neg_margin) == (0.1, 0.7)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(loss="nca", loss_options="{softmax_scale: 50}"), "--loss_options must be a JSON object"),
+    (dict(loss="nca", loss_options="[50]"), "--loss_options must be a JSON object"),
+    (dict(loss="nngk", loss_options='{"margin": 1}'), "--loss_options applies to the pytorch-metric-learning"),
+    (dict(loss="nca", miner_options='{"epsilon": 0.1}'), "--miner_options applies to multi_similarity and contrastive"),
+])
+def test_bad_options_are_one_sentence(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(save_dir="unused", **settings)
+
+
+def test_an_option_pml_does_not_take_is_one_sentence():
+    config = make_config(loss="nca", save_dir="unused", loss_options='{"no_such_argument": 1}')
+    with pytest.raises(ConfigError, match=r"--loss_options .* do not fit pytorch-metric-learning's NCALoss"):
+        BaselineLoss("nca", 3, 4, *config.pml_options())

@@ -11,6 +11,7 @@ from tiny_runs import write_tree
 from bench import bench_tune, tune_report, tune_space
 from nngk_lab.errors import ConfigError
 from nngk_lab.models.baselines import BaselineLoss
+from nngk_lab.training.config import make_config
 from nngk_lab.training.loaders import load_split
 
 LOSSES = ("nngk", "multi_similarity")
@@ -156,12 +157,24 @@ def test_folds_rotate_through_the_trained_classes_and_refuse_too_few():
             bench_tune.make_folds(trained, 1, bad)
 
 
-def test_pml_options_reach_the_loss_and_miner_and_are_undone():
-    with tune_space.pml_options({"alpha": 7.5}, {"epsilon": 0.3}):
-        tuned = BaselineLoss("multi_similarity", 3, 4)
-    with tune_space.pml_options({"softmax_scale": 8.0}, {}):
-        proxies = BaselineLoss("proxy_nca", 3, 4)
+def test_a_trials_pml_arguments_become_the_runs_options():
+    settings = tune_space.split_params({"learning_rate": 1e-3, "loss.alpha": 7.5, "miner.epsilon": 0.3})
+    assert settings == {"learning_rate": 1e-3, "loss_options": '{"alpha": 7.5}', "miner_options": '{"epsilon": 0.3}'}
+    config = make_config(loss="multi_similarity", save_dir="unused", **settings)
+    tuned = BaselineLoss("multi_similarity", 3, 4, *config.pml_options())
     assert tuned.loss.alpha == 7.5 and tuned.miner.epsilon == 0.3 and tuned.loss.beta == 50
-    assert proxies.loss.softmax_scale == 8.0 and proxies.loss.proxies.shape == (3, 4)
-    default = BaselineLoss("multi_similarity", 3, 4)
-    assert default.loss.alpha == 2 and default.miner.epsilon == 0.1
+    assert tune_space.split_params({"learning_rate": 1e-3}) == {"learning_rate": 1e-3}
+
+
+@pytest.mark.parametrize("settings, batch", [
+    (dict(loss="multi_similarity", batch_size=8), 5),          # its own m, 5
+    (dict(loss="multi_similarity", batch_size=64, m_per_class=8), 64),
+    (dict(loss="nca", batch_size=64, m_per_class=5), 60),
+    (dict(loss="nca", m_per_class=5), 60),                      # the digits' default batch, 64
+    (dict(loss="multi_similarity"), 80),
+])
+def test_in_batch_losses_get_batches_of_whole_groups(settings, batch):
+    fitted = bench_tune.whole_groups(settings)
+    assert fitted["batch_size"] == batch
+    make_config(**fitted, save_dir="unused")  # the kit accepts it
+    assert bench_tune.whole_groups(dict(loss="nngk", batch_size=8)) == dict(loss="nngk", batch_size=8)
