@@ -60,7 +60,7 @@ class TrainConfig:
                                          "backbone's own output)")
     loss: str = _f("nngk", "nngk (the method), or a baseline: softmax (a linear head), or pytorch-metric-"
                            "learning's nca, proxy_nca, multi_similarity (with its miner) or contrastive (with a "
-                           "pair miner), at that library's defaults", choices=LOSSES)
+                           "pair miner), at that library's defaults unless --loss_options says otherwise", choices=LOSSES)
     loss_options: str | None = _f(None, "a pytorch-metric-learning loss's own arguments over the library's "
                                         "defaults, as JSON, e.g. '{\"softmax_scale\": 50}' for nca")
     miner_options: str | None = _f(None, "the same for the miner of multi_similarity or contrastive, e.g. "
