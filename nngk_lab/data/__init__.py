@@ -1,12 +1,12 @@
 """Class-folder trees: reading and splitting them, transforms, images decoded into memory,
 class-balanced batches, the embedded digits, and the paper's published releases."""
 
-from .decoded import decoded_bytes, DecodedImages, EpochAugmentation, in_batches, MemoryBatches
+from .decoded import DecodedImages, EpochAugmentation, MemoryBatches, decoded_bytes, in_batches
 from .digits import default_data_root, export_digits
-from .folders import scan_image_folder, load_rgb, find_unreadable_images, ImageSamples
-from .release_tree import Prepared, train_command, read_manifest, readable, class_folders, default_source, prepare
+from .folders import ImageSamples, find_unreadable_images, load_rgb, scan_image_folder
+from .release_tree import Prepared, class_folders, default_source, prepare, read_manifest, readable, train_command
 from .releases import Entry, Release
-from .samplers import check_m_per_class, ClassBalancedOrder
+from .samplers import ClassBalancedOrder, check_m_per_class
 from .seeds import mix_seed
 from .split import DataSplit, split_samples
-from .transforms import default_resize_size, build_transforms
+from .transforms import build_transforms, default_resize_size

@@ -1,5 +1,5 @@
-"""Data: class-folder datasets that also return indices, class/image splits, transforms,
-and the embedded default dataset (scikit-learn's digits exported as an image tree).
+"""Class-folder trees: scanning one, reading its images as RGB, finding unreadable ones,
+and a dataset that also returns each image's index.
 
 The layout is the original's: a parent folder holding one sub-folder per class
 (``class_000/``, ``class_001/``, ...). Sorted folder names give the labels, so leading
@@ -7,22 +7,17 @@ zeros matter: ``class_10`` sorts before ``class_2``."""
 
 from __future__ import annotations
 
-import argparse
-import os
-import random
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 from tqdm.auto import tqdm
+
 from ..errors import DataError, first_line
 from .seeds import mix_seed
-
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 

@@ -15,20 +15,19 @@ refused. Nothing is downloaded unless ``--download`` is given."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
 from PIL import Image
 from tqdm.auto import tqdm
-from .digits import default_data_root
-from ..errors import DataError, first_line
-from .releases import RELEASES, Entry, Release
 
+from ..errors import DataError, first_line
+from .digits import default_data_root
+from .releases import RELEASES, Entry, Release
 
 MANIFEST = ".nngk_dataset.json"
 

@@ -1,26 +1,14 @@
-"""Data: class-folder datasets that also return indices, class/image splits, transforms,
-and the embedded default dataset (scikit-learn's digits exported as an image tree).
-
-The layout is the original's: a parent folder holding one sub-folder per class
-(``class_000/``, ``class_001/``, ...). Sorted folder names give the labels, so leading
-zeros matter: ``class_10`` sorts before ``class_2``."""
+"""The standard protocol's split of a class-folder tree: the first classes trained (their
+images into training and test images), the rest held out for retrieval."""
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Sequence
-import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
-from torchvision import transforms as T
-from tqdm.auto import tqdm
-from ..errors import DataError, first_line
+from typing import Sequence
+
+from ..errors import DataError
+from .folders import Sample
 
 
 @dataclass

@@ -2,10 +2,27 @@
 image folder, a saved run's evaluation, several runs compared, and the time-to-accuracy
 benchmark."""
 
-from .embeddings import ImageEmbeddings, run_data, trained_bank, split_embeddings, folder_embeddings
-from .compare import (load_metrics, run_names, named_runs, metric_columns, comparison_rows, missing_notes,
-    comparison_table)
-from .metrics import recall_at_k, map_at_r, nmi, retrieval_metrics
+from .compare import (
+    comparison_rows,
+    comparison_table,
+    load_metrics,
+    metric_columns,
+    missing_notes,
+    named_runs,
+    run_names,
+)
+from .embeddings import ImageEmbeddings, folder_embeddings, run_data, split_embeddings, trained_bank
+from .metrics import map_at_r, nmi, recall_at_k, retrieval_metrics
 from .run import evaluate_run, format_metrics
-from .time_to_accuracy import (run_dir, train_one, run_record, benchmark, summary_rows, summary_table,
-    write_summary, load_or_run, mean_std, stat_cell)
+from .time_to_accuracy import (
+    benchmark,
+    load_or_run,
+    mean_std,
+    run_dir,
+    run_record,
+    stat_cell,
+    summary_rows,
+    summary_table,
+    train_one,
+    write_summary,
+)

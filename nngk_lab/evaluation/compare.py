@@ -1,8 +1,9 @@
-"""Putting several evaluated runs side by side: a table and a bar chart.
+"""Putting several evaluated runs side by side as a table (the bar chart is
+:func:`nngk_lab.viz.comparison_figure`).
 
 Each run is its save directory (or its ``metrics.json``). A run whose ``metrics.json``
 is missing, or older than its checkpoint, is evaluated first with
-:func:`nngk_lab.evaluate.evaluate_run`, so ``python -m nngk_lab.compare runs/nngk
+:func:`nngk_lab.evaluation.evaluate_run`, so ``python -m nngk_lab.compare runs/nngk
 runs/softmax --out comparison.png`` works straight after training."""
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""What the notebooks compute before they draw: embeddings of a trained run (cached),
-sigma/K sweeps, a query's nearest centres, worst failures, the 2-D toy problem and UMAP
-coordinates. Everything returns plain tensors, arrays or dataclasses; ``viz`` draws them
+"""The 2-D toy problem and the playground's view of it: decision regions, a query's
+neighbours and class probabilities. Everything returns plain tensors, arrays or dataclasses; ``viz`` draws them
 and ``widgets`` wires them to sliders."""
 
 from __future__ import annotations

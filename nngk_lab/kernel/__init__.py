@@ -2,13 +2,20 @@
 feature bank, the exact neighbour search, the kernel and 1-NN classifiers, and
 :class:`NNGKLoss`, all of it as one loss module for any training loop."""
 
-from .bank import embed, embed_shared, FeatureBank
-from .classify import kernel_predict_log_probs, nearest_neighbour_predict, accuracy, classification_metrics
-from .fused_loss import interpreting, fused_kernel_nll, fused_loss_usable
-from .loss import (check_loss_inputs, neighbour_logits, class_log_probs, true_class_log_prob, kernel_log_probs,
-    KernelLoss, kernel_nll, kernel_nll_with_batch, KernelWeights)
+from .bank import FeatureBank, embed, embed_shared
+from .classify import accuracy, classification_metrics, kernel_predict_log_probs, nearest_neighbour_predict
+from .fused_loss import fused_kernel_nll, fused_loss_usable, interpreting
+from .loss import (
+    KernelLoss,
+    KernelWeights,
+    check_loss_inputs,
+    class_log_probs,
+    kernel_log_probs,
+    kernel_nll,
+    kernel_nll_with_batch,
+    neighbour_logits,
+    true_class_log_prob,
+)
 from .nngk_loss import BanklessLoss, NNGKLoss, WithIndex
-from .search import (auto_chunk_rows, nearest_neighbours, torch_search, smallest, drop_self, faiss_search,
-    time_backends)
-from .search_choice import (choose_backend, cached_choice, rule_backend, machine_key, cache_dir, read_cache,
-    write_cache)
+from .search import auto_chunk_rows, drop_self, faiss_search, nearest_neighbours, smallest, time_backends, torch_search
+from .search_choice import cache_dir, cached_choice, choose_backend, machine_key, read_cache, rule_backend, write_cache

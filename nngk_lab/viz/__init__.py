@@ -2,14 +2,14 @@
 pyplot, so nothing is shown twice in Jupyter and nothing needs a screen."""
 
 from .compare import comparison_figure, quality_figure
-from .confidence import confidence_ray_figure, confidence_histograms
-from .film import film_snapshots, film_animation_html
+from .confidence import confidence_histograms, confidence_ray_figure
+from .film import film_animation_html, film_snapshots
 from .gallery import neighbour_gallery
-from .images import image_grid, augmentation_grid, pixel_histograms, split_counts
-from .kernel import query_probabilities, probability_bars, toy_kernel_figure, toy_sigma_maps, toy_steps_figure
+from .images import augmentation_grid, image_grid, pixel_histograms, split_counts
+from .kernel import probability_bars, query_probabilities, toy_kernel_figure, toy_sigma_maps, toy_steps_figure
 from .maps import MapPanel, embedding_maps
-from .playground import region_shades, playground_figure
+from .playground import playground_figure, region_shades
 from .refresh import refresh_figure
-from .runs import training_curves, sigma_sweep_figure, distance_histograms
-from .style import class_colours, figure_png, to_display, show_image
-from .weights import weight_distribution, label_noise_figure
+from .runs import distance_histograms, sigma_sweep_figure, training_curves
+from .style import class_colours, figure_png, show_image, to_display
+from .weights import label_noise_figure, weight_distribution

@@ -1,9 +1,6 @@
-"""Putting several evaluated runs side by side: a table and a bar chart.
-
-Each run is its save directory (or its ``metrics.json``). A run whose ``metrics.json``
-is missing, or older than its checkpoint, is evaluated first with
-:func:`nngk_lab.evaluate.evaluate_run`, so ``python -m nngk_lab.compare runs/nngk
-runs/softmax --out comparison.png`` works straight after training."""
+"""Figures of several evaluated runs side by side: the comparison bar chart
+(:func:`nngk_lab.evaluation.comparison_table` is its table) and the time-to-accuracy
+benchmark's figure."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Figures for the notebooks. Every function returns a :class:`matplotlib.figure.Figure`
-built without pyplot, so nothing is shown twice in Jupyter, nothing needs a screen, and
-figures are freed when dropped. Show one by making it a cell's last expression."""
+"""Images and the data: grids of images, augmentation grids, pixel histograms, split
+counts. Every function returns a :class:`matplotlib.figure.Figure`
+built without pyplot (see :mod:`nngk_lab.viz.style`)."""
 
 from __future__ import annotations
 

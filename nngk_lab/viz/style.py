@@ -1,6 +1,8 @@
-"""Figures for the notebooks. Every function returns a :class:`matplotlib.figure.Figure`
-built without pyplot, so nothing is shown twice in Jupyter, nothing needs a screen, and
-figures are freed when dropped. Show one by making it a cell's last expression."""
+"""The figures' common base: class colours, images for display, a figure as PNG bytes.
+
+Every figure of :mod:`nngk_lab.viz` is a :class:`matplotlib.figure.Figure` built without
+pyplot, so nothing is shown twice in Jupyter, nothing needs a screen, and figures are
+freed when dropped. Show one by making it a cell's last expression."""
 
 from __future__ import annotations
 

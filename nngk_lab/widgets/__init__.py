@@ -2,6 +2,6 @@
 sliders."""
 
 from .display import show_png
-from .gallery import GalleryView, gallery_view, GalleryExplorer
+from .gallery import GalleryExplorer, GalleryView, gallery_view
 from .playground import Playground
-from .sigma import SigmaView, sigma_view, k_choices, SigmaExplorer
+from .sigma import SigmaExplorer, SigmaView, k_choices, sigma_view

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ..explore.embeddings import Embeddings
 from ..explore.confidence import heldout_confidence, most_confident
+from ..explore.embeddings import Embeddings
 from ..explore.neighbours import GALLERY_SOURCES, gallery_row, least_confident_order
 from ..viz.gallery import neighbour_gallery
 from ..viz.style import figure_png
 from .display import GALLERY_DPI
-
 
 # Neighbours per line: eight in one line made a figure wider than a notebook cell, which the
 # browser shrank until the captions were unreadable.
