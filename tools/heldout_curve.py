@@ -24,22 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nngk_lab.data.digits import export_digits
-from nngk_lab.data.folders import scan_image_folder
+from nngk_lab.data.subsets import class_subset
+from nngk_lab.errors import DataError
 from nngk_lab.evaluation.run import evaluate_run
 from nngk_lab.training.flags import build_train_parser
 from nngk_lab.training.config import digits_defaults, make_config
 from nngk_lab.training.loop import train
-
-
-def class_subset(data_dir: Path, first_classes: int, into: Path) -> Path:
-    """A folder of links to the first ``first_classes`` class folders of ``data_dir``."""
-    classes, _ = scan_image_folder(data_dir)
-    if not 2 <= first_classes <= len(classes):
-        raise SystemExit(f"--first_classes must be in [2, {len(classes)}], got {first_classes}")
-    into.mkdir(parents=True)
-    for name in classes[:first_classes]:
-        (into / name).symlink_to((data_dir / name).resolve(), target_is_directory=True)
-    return into
 
 
 def curve(settings: dict, epochs: int) -> list[dict]:
@@ -70,7 +60,10 @@ def main(argv=None) -> int:
             if not settings["data_dir"]:  # the digits keep their defaults in a folder of their own
                 settings = {**digits_defaults(settings.get("loss") or "nngk"),
                             **{k: v for k, v in settings.items() if v is not None}}
-            settings["data_dir"] = str(class_subset(data_dir, args.first_classes, Path(tmp) / "data"))
+            try:
+                settings["data_dir"] = str(class_subset(data_dir, args.first_classes, Path(tmp) / "data"))
+            except DataError as e:
+                raise SystemExit(f"--first_classes: {e}") from None
         curves = {seed: curve({**settings, "seed": seed, "save_dir": f"{tmp}/seed{seed}"}, args.epochs)
                   for seed in args.seeds}
     header = "epoch " + " ".join(f"{'R@1 s' + str(s):>9s} {'MAP@R s' + str(s):>9s}" for s in args.seeds)

@@ -1,5 +1,5 @@
 """Class-folder trees: reading and splitting them, transforms, images decoded into memory,
-class-balanced batches, the embedded digits, and the paper's published releases."""
+class-balanced batches, class subsets, the embedded digits, and the paper's published releases."""
 
 from .decoded import DecodedImages, EpochAugmentation, MemoryBatches, decoded_bytes, in_batches
 from .digits import default_data_root, export_digits
@@ -9,4 +9,5 @@ from .releases import Entry, Release
 from .samplers import ClassBalancedOrder, check_m_per_class
 from .seeds import mix_seed
 from .split import DataSplit, split_samples
+from .subsets import class_subset
 from .transforms import build_transforms, default_resize_size
