@@ -1,5 +1,5 @@
 """What the notebooks compute before they draw: a run's embeddings, sigma and K sweeps,
-neighbours and galleries, the 2-D playground and film, the distance scale, the kernel
+neighbours and galleries, the 2-D playground, film and trainable playground, the distance scale, the kernel
 weights study, and the notebooks' shared set-up (:mod:`.notebook`)."""
 
 from .cache import run_fingerprint, cached, fingerprint
@@ -16,6 +16,8 @@ from .neighbours import (QueryNeighbours, query_neighbours, worst_failures, sigm
 from .refresh import RefreshRun, refresh_study
 from .playground import (toy_problem, plane_grid, Regions, PlaygroundView, boosted_log_weights, decision_regions,
     playground_view)
+from .toy_training import (TOY_DATASETS, EMBEDDINGS, toy_data, FreeEmbedding, Normalised, toy_model, ToyView,
+    ToyTraining)
 from .run_settings import settings_rows, settings_table
 from .sweeps import classify, test_accuracy, recall_at_1, test_time_sweep, training_sigma_sweep
 from .weights import (flip_labels, is_flipped, hypergeometric_tail, lowest_weight_enrichment, weight_gallery_rows,

@@ -12,4 +12,5 @@ from .playground import region_shades, playground_figure
 from .refresh import refresh_figure
 from .runs import training_curves, sigma_sweep_figure, distance_histograms
 from .style import class_colours, figure_png, to_display, show_image
+from .toy_training import toy_training_figure
 from .weights import weight_distribution, label_noise_figure
