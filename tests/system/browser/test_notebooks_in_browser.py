@@ -113,5 +113,5 @@ def test_trainable_playground_train_button_changes_the_shown_loss(open_notebook)
     notebook.assert_no_errors()
     notebook.screenshot("trainable-after", button)
     assert any("no step yet" in text for text in before["texts"]), f"no untrained state shown: {before['texts']}"
-    assert any(re.search(r"step 50</b>: loss [0-9.]+", text) for text in after["texts"]), \
+    assert any(re.search(r"step 50: loss [0-9.]+", text) for text in after["texts"]), \
         f"the loss after training is not shown: {after['texts']}"
