@@ -46,7 +46,9 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # stops the build, so a new explorer cannot appear on the site unexplained.
 WIDGET_SENTENCES = {
     "02_training": "Moving sigma, K, a centre's log-weight (log w) or the query's position redraws the "
-                   "decision regions, the query's neighbours and its class probabilities.",
+                   "decision regions, the query's neighbours and its class probabilities; in the trainable "
+                   "playground, \"train steps\" trains the toy embedding with the NNGK loss and \"refresh bank\" "
+                   "re-embeds its bank, redrawing the loss, the embedding with its bank centres and its scale.",
     "03_sigma_sensitivity": "Moving sigma or K recomputes this test image's class probabilities and the test "
                             "accuracy from the cached embeddings; query picks another test image.",
     "05_neighbour_galleries": "Moving query (or switching the set between test images and held-out classes) "

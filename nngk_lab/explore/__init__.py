@@ -40,6 +40,16 @@ from .playground import (
 )
 from .refresh import RefreshRun, refresh_study
 from .run_settings import settings_rows, settings_table
+from .toy_training import (
+    EMBEDDINGS,
+    TOY_DATASETS,
+    FreeEmbedding,
+    Normalised,
+    ToyTraining,
+    ToyView,
+    toy_data,
+    toy_model,
+)
 from .sweeps import classify, recall_at_1, test_accuracy, test_time_sweep, training_sigma_sweep
 from .weights import (
     describe,

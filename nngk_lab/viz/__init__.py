@@ -12,4 +12,5 @@ from .playground import playground_figure, region_shades
 from .refresh import refresh_figure
 from .runs import distance_histograms, sigma_sweep_figure, training_curves
 from .style import class_colours, figure_png, show_image, to_display
+from .toy_training import toy_training_figure
 from .weights import label_noise_figure, weight_distribution

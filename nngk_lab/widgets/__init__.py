@@ -5,3 +5,4 @@ from .display import show_png
 from .gallery import GalleryExplorer, GalleryView, gallery_view
 from .playground import Playground
 from .sigma import SigmaExplorer, SigmaView, k_choices, sigma_view
+from .toy_training import TrainablePlayground

@@ -99,3 +99,19 @@ def test_gallery_order_walks_the_stored_images(open_notebook):
     notebook.screenshot("gallery-order-after", order)
     assert any("position 1 of" in text for text in after["texts"]), f"no position shown: {after['texts']}"
     assert not any("position 1 of" in text for text in before["texts"])
+
+
+def test_trainable_playground_train_button_changes_the_shown_loss(open_notebook):
+    notebook = open_notebook(PLAYGROUND_NOTEBOOK)
+    notebook.run_all_cells()
+    button = notebook.page.locator("button", has_text=re.compile(r"^\s*train steps\s*$"))
+    assert button.count() == 1
+    before = notebook.displayed()
+    notebook.screenshot("trainable-before", button)
+    button.click()
+    after = notebook.wait_for_display_change(before)
+    notebook.assert_no_errors()
+    notebook.screenshot("trainable-after", button)
+    assert any("no step yet" in text for text in before["texts"]), f"no untrained state shown: {before['texts']}"
+    assert any(re.search(r"step 50: loss [0-9.]+", text) for text in after["texts"]), \
+        f"the loss after training is not shown: {after['texts']}"
