@@ -8,9 +8,9 @@ from .gallery import neighbour_gallery
 from .images import augmentation_grid, image_grid, pixel_histograms, split_counts
 from .kernel import probability_bars, query_probabilities, toy_kernel_figure, toy_sigma_maps, toy_steps_figure
 from .maps import MapPanel, embedding_maps
-from .playground import playground_figure, region_shades
+from .playground import playground_figure
 from .refresh import refresh_figure
 from .runs import distance_histograms, sigma_sweep_figure, training_curves
-from .style import class_colours, figure_png, show_image, to_display
+from .style import class_colours, figure_png, region_shades, show_image, to_display
 from .toy_training import toy_training_figure
 from .weights import label_noise_figure, weight_distribution

@@ -83,3 +83,14 @@ def show_image(ax, image, title: str | None = None, colour=None, fontsize: int =
 
 
 # --------------------------------------------------------------------------- 2-D toy
+
+
+def region_shades(probabilities: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """RGBA image (R, R, 4) of a probability grid (R, R, C): the predicted class's colour,
+    more opaque the surer the classifier (transparent where all classes tie)."""
+    num_classes = probabilities.shape[-1]
+    best = probabilities.argmax(-1)
+    sure = (probabilities.max(-1) - 1 / num_classes) / (1 - 1 / num_classes)
+    shade = colours[best].copy()
+    shade[..., 3] = 0.12 + 0.5 * sure.clip(0, 1)
+    return shade

@@ -10,8 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
 
-from .playground import region_shades
-from .style import class_colours
+from .style import class_colours, region_shades
 
 if TYPE_CHECKING:
     from ..explore.toy_training import ToyView

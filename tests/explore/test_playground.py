@@ -11,6 +11,7 @@ from bench import widget_latency
 from nngk_lab.widgets import playground as widget
 from nngk_lab.explore import playground as explore
 from nngk_lab.viz import playground as viz_playground
+from nngk_lab.viz import style as viz_style
 from notebook_fixtures import naive_kernel_probs
 
 
@@ -108,7 +109,7 @@ def test_figure_and_region_shades(toy):
     assert left <= -8.0 and right >= 8.0 and bottom <= -8.0 and top >= 8.0  # the 2-sigma circle fits
     probs = np.array([[[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]]])
     colours = np.eye(3, 4) + np.array([0, 0, 0, 1.0])
-    shades = viz_playground.region_shades(probs, colours)
+    shades = viz_style.region_shades(probs, colours)
     assert shades[0, 0, 3] == pytest.approx(0.12) and shades[0, 1, 3] == pytest.approx(0.62)
     assert shades[0, 1, :3].tolist() == [1, 0, 0]
 
