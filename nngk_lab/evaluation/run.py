@@ -18,7 +18,7 @@ from ..files import atomic_write_text
 from ..kernel.bank import FeatureBank, embed
 from ..kernel.classify import classification_metrics
 from ..training.loaders import eval_loaders
-from ..training.parts import build_initial_parts
+from ..training.parts import build_initial_parts, kernel_sigma
 from ..training.runs import load_run
 from .embeddings import run_data, trained_bank
 from .metrics import RECALL_KS, retrieval_metrics
@@ -38,8 +38,8 @@ def _network_metrics(config, split, model, bank, kernel_weights, head, loaders, 
     if split.test:
         queries, labels = embed(model, loaders["test"], device, progress, desc=f"{name}: test images")
         log_weights = kernel_weights.log_weights.detach() if kernel_weights is not None else None
-        result = classification_metrics(queries, labels, bank, log_weights, config.sigma, config.num_neighbours,
-                                        split.num_trained, head)
+        result = classification_metrics(queries, labels, bank, log_weights, kernel_sigma(config, kernel_weights),
+                                        config.num_neighbours, split.num_trained, head)
         # The method's own classifier: the kernel sums for NNGK, the head for softmax, and
         # 1-NN on the embedding for the pytorch-metric-learning losses.
         own = "softmax_accuracy" if head is not None else \

@@ -33,9 +33,14 @@ DENSE_DOT_MAX_CENTRES_PER_NEIGHBOUR = 30
 
 
 def check_loss_inputs(features: torch.Tensor, centres: torch.Tensor, neighbours: torch.Tensor,
-                      sigma: float) -> None:
-    """Raise ValueError unless features (B, D), centres (N, D), neighbours (B, K) and sigma > 0 fit."""
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+                      sigma: float | torch.Tensor) -> None:
+    """Raise ValueError unless features (B, D), centres (N, D), neighbours (B, K) and sigma fit:
+    sigma a positive finite number, or a 0-dim tensor (a learnt sigma, positive by its
+    construction as ``exp(log sigma)``; its value is not read, so the host never waits for it)."""
+    if isinstance(sigma, torch.Tensor):
+        if sigma.dim() != 0:
+            raise ValueError(f"sigma as a tensor must have 0 dimensions, got shape {tuple(sigma.shape)}")
+    elif not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
     if features.dim() != 2 or centres.dim() != 2 or features.shape[1] != centres.shape[1]:
         raise ValueError(f"features {tuple(features.shape)} and centres {tuple(centres.shape)} "
@@ -188,15 +193,30 @@ def kernel_nll_with_batch(features: torch.Tensor, targets: torch.Tensor, index: 
 
 
 class KernelWeights(nn.Module):
-    """The trainable per-centre log-weights ``v_i`` (kernel weight ``w_i = exp(v_i)``), all 0 at start."""
+    """The kernels' trainable parameters: the per-centre log-weights ``v_i`` (kernel weight
+    ``w_i = exp(v_i)``), all 0 at start, and, given a starting ``sigma``, a learnt kernel
+    width (a temperature), kept as ``log sigma`` so that it stays positive."""
 
-    def __init__(self, num_centres: int):
+    def __init__(self, num_centres: int, sigma: float | None = None):
         super().__init__()
         self.log_weights = nn.Parameter(torch.zeros(num_centres))
+        if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"the starting sigma must be a positive finite number, got {sigma!r}")
+        self.log_sigma = None if sigma is None else nn.Parameter(torch.tensor(math.log(sigma)))
 
     @property
     def weights(self) -> torch.Tensor:
         return self.log_weights.detach().exp()
+
+    @property
+    def learnt_sigma(self) -> float | None:
+        """The learnt kernel width now, or None where sigma is fixed."""
+        return None if self.log_sigma is None else float(self.log_sigma.detach().exp())
+
+    def sigma(self, fixed: float) -> float | torch.Tensor:
+        """The kernel width the loss uses: the learnt one (a 0-dim tensor that gradients
+        reach), else ``fixed``."""
+        return fixed if self.log_sigma is None else self.log_sigma.exp()
 
     def forward(self) -> torch.Tensor:
         return self.log_weights

@@ -81,7 +81,10 @@ class NNGKLoss(nn.Module):
     at its current embedding (:func:`nngk_lab.kernel.loss.kernel_nll_with_batch`).
     ``fused``: on a GPU, the fused Triton loss once it has matched the plain one there
     (:func:`nngk_lab.kernel.fused_loss.fused_loss_usable`), else
-    :func:`nngk_lab.kernel.loss.kernel_nll`. :meth:`update` moves centres with ``momentum``,
+    :func:`nngk_lab.kernel.loss.kernel_nll`. ``learn_sigma``: sigma is a parameter too
+    (a learnt temperature, starting at ``sigma``; the plain loss then, as the fused one
+    takes a fixed width); give it its own learning rate, as Adam moves ``log sigma`` by
+    about the learning rate per step. :meth:`update` moves centres with ``momentum``,
     back to unit length with ``unit_centres`` (for a network that normalises).
 
     The kernel weights are the module's parameters (give them to the optimiser); the bank
@@ -90,7 +93,7 @@ class NNGKLoss(nn.Module):
 
     def __init__(self, num_centres: int, sigma: float, num_neighbours: int = 200, num_classes: int | None = None,
                  *, batch_kernels: bool = False, fused: bool = True, momentum: float = 0.5,
-                 unit_centres: bool = False, chunk_size: int | None = None):
+                 unit_centres: bool = False, chunk_size: int | None = None, learn_sigma: bool = False):
         super().__init__()
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ConfigError(f"sigma must be a positive finite number, got {sigma!r}")
@@ -98,10 +101,10 @@ class NNGKLoss(nn.Module):
             raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
         if num_neighbours < 1:
             raise ConfigError(f"num_neighbours must be at least 1, got {num_neighbours!r}")
-        self.sigma, self.num_neighbours, self.given_num_classes = float(sigma), num_neighbours, num_classes
+        self.fixed_sigma, self.num_neighbours, self.given_num_classes = float(sigma), num_neighbours, num_classes
         self.batch_kernels, self.fused, self.momentum, self.unit_centres = batch_kernels, fused, momentum, unit_centres
         self.chunk_size = chunk_size
-        self.kernel_weights = KernelWeights(num_centres)
+        self.kernel_weights = KernelWeights(num_centres, float(sigma) if learn_sigma else None)
         self._bank: FeatureBank | None = None
         self._host_labels: torch.Tensor | None = None  # checks read the labels here, without a device sync
 
@@ -115,6 +118,12 @@ class NNGKLoss(nn.Module):
     def log_weights(self) -> torch.Tensor:
         """The trainable log kernel weights ``v_i`` (N,); the weight is ``exp(v_i)``."""
         return self.kernel_weights.log_weights
+
+    @property
+    def sigma(self) -> float:
+        """The kernel width now: the learnt one with ``learn_sigma``, else as given."""
+        learnt = self.kernel_weights.learnt_sigma
+        return self.fixed_sigma if learnt is None else learnt
 
     @property
     def device(self) -> torch.device:
@@ -179,6 +188,15 @@ class NNGKLoss(nn.Module):
             index, fresh = distributed.gather_all(index, fresh)
         self._bank.move_centres(index, fresh, self.momentum, self.unit_centres)
 
+    @torch.no_grad()
+    def staleness(self, embeddings: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """How far, in kernel widths, the images at ``indices`` have moved since their
+        centres were stored: the sum over the batch of ``||x_i - c_i|| / sigma`` (a 0-dim
+        tensor on the device; divide by the batch size for the mean). Near or above 1, the
+        kernels the loss uses are those of a network that no longer exists."""
+        centres = self._require_bank().features[indices.to(self.device, non_blocking=True)]
+        return (embeddings.detach() - centres).norm(dim=1).sum() / self.kernel_weights.sigma(self.fixed_sigma)
+
     # -- the loss -------------------------------------------------------------------------
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -198,15 +216,17 @@ class NNGKLoss(nn.Module):
         self._check_batch(embeddings, indices)
         self._check_labels(labels, indices)
         bank, device = self._bank, embeddings.device
+        sigma = self.kernel_weights.sigma(self.fixed_sigma)
         index = indices.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         neighbours = bank.neighbours[index]
         if self.batch_kernels:
             out = kernel_nll_with_batch(embeddings, labels, index, bank.features, bank.labels, neighbours,
-                                        self.log_weights, self.sigma, self.num_classes, bank.sq_norms)
+                                        self.log_weights, sigma, self.num_classes, bank.sq_norms)
         else:
-            nll = fused_kernel_nll if self.fused and fused_loss_usable(device) else kernel_nll
-            out = nll(embeddings, labels, bank.features, bank.labels, neighbours, self.log_weights, self.sigma,
+            fused = self.fused and isinstance(sigma, float) and fused_loss_usable(device)
+            nll = fused_kernel_nll if fused else kernel_nll
+            out = nll(embeddings, labels, bank.features, bank.labels, neighbours, self.log_weights, sigma,
                       bank.sq_norms)
         if predict and out.predictions is None:
             with torch.no_grad():

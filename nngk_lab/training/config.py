@@ -68,7 +68,11 @@ class TrainConfig:
     sampler: str = _f("random", "batches of shuffled images, random, or of M images per class, m_per_class",
                       choices=SAMPLERS)
     m_per_class: int = _f(4, "images per class in each group of a batch, with --sampler m_per_class")
-    sigma: float = _f(10.0, "Gaussian kernel width")
+    sigma: float = _f(10.0, "Gaussian kernel width (the starting width with --sigma_learning_rate)")
+    sigma_learning_rate: float | None = _f(None, "learn sigma too (a temperature), at this Adam learning rate: "
+                                                 "log sigma moves by about this much per step, so 0.01 lets it "
+                                                 "change several-fold in an epoch of ~100 steps. Default: sigma "
+                                                 "stays fixed")
     num_neighbours: int = _f(200, "K nearest centres per query")
     batch_size: int = _f(32, "images per step, in all processes together: under torchrun each process takes "
                              "its share, so a recipe is the same for any number of processes")
@@ -149,6 +153,10 @@ class TrainConfig:
             (_positive(self.learning_rate), f"--learning_rate must be a positive number, got {self.learning_rate}"),
             (self.weight_learning_rate is None or _positive(self.weight_learning_rate),
              f"--weight_learning_rate must be a positive number, got {self.weight_learning_rate}"),
+            (self.sigma_learning_rate is None or _positive(self.sigma_learning_rate),
+             f"--sigma_learning_rate must be a positive number, got {self.sigma_learning_rate}"),
+            (self.sigma_learning_rate is None or self.loss == "nngk",
+             f"--sigma_learning_rate learns NNGK's kernel width; --loss {self.loss} has none"),
             (self.num_classes is None or self.num_classes >= 2,
              f"--num_classes must be at least 2 (training needs two classes), got {self.num_classes}"),
             (self.update_interval >= 1, f"--update_interval must be at least 1, got {self.update_interval}"),

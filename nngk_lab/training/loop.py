@@ -34,7 +34,7 @@ from ..models.baselines import PML_LOSSES
 from .config import TrainConfig
 from .interrupts import DeferredInterrupt
 from .loaders import RunImages, fits_in_memory, load_split, no_heldout_warning
-from .parts import build_initial_parts
+from .parts import build_initial_parts, kernel_sigma
 from .runs import (
     Progress,
     check_finite,
@@ -268,7 +268,7 @@ class _Run:
         loader = distributed.split_loader(self.images.epoch_batches(p.epoch, p.step))
         # Starting from the saved sums keeps a resumed epoch's float additions in order
         # (on process 0 only: the processes' sums are added at the end).
-        sums = {k: torch.tensor(p.sums[k] if distributed.is_writer() else 0.0, device=self.device)
+        sums = {k: torch.tensor(p.sums.get(k, 0.0) if distributed.is_writer() else 0.0, device=self.device)
                 for k in EPOCH_SUMS}
         self.parts.model.train()
         stop_reason = "max_epochs"
@@ -299,7 +299,10 @@ class _Run:
         seen = p.sums["present"] + p.sums["absent"]
         p.history.append({"epoch": p.epoch + 1, "loss": p.sums["loss"] / max(p.sums["present"], 1),
                           "train_accuracy": p.sums["correct"] / max(seen, 1),
-                          "absent_fraction": p.sums["absent"] / max(seen, 1), "minutes": p.elapsed})
+                          "absent_fraction": p.sums["absent"] / max(seen, 1), "minutes": p.elapsed,
+                          "grad_norm": p.sums["grad_norm"] / max(p.sums["steps"], 1)})
+        if self.nngk is not None:  # the diagnostics of docs/tuning.md: how stale the bank is, sigma
+            p.history[-1].update(centre_staleness=p.sums["staleness"] / max(seen, 1), sigma=self.nngk.sigma)
         p.epoch, p.step = p.epoch + 1, 0
         p.sums = dict.fromkeys(EPOCH_SUMS, 0.0)
         report = self.parts.criterion.take_report() if self.parts.criterion is not None else None
@@ -355,8 +358,8 @@ class _Run:
         kw = self.parts.kernel_weights
         return {"num_test_images": len(self.split.test),
                 **classification_metrics(queries, labels, bank, kw.log_weights.detach() if kw is not None else None,
-                                         self.config.sigma, self.config.num_neighbours, self.split.num_trained,
-                                         self.parts.head)}
+                                         kernel_sigma(self.config, kw), self.config.num_neighbours,
+                                         self.split.num_trained, self.parts.head)}
 
     def result(self, evaluation: dict, stop_reason: str, bank: FeatureBank | None = None) -> TrainResult:
         return TrainResult(self.config, self.split, self.parts.model, bank or self.progress.bank,

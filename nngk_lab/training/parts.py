@@ -53,7 +53,9 @@ def build_parts(config: TrainConfig, num_classes: int, num_train: int, device: t
     if config.loss == "nngk":
         nngk, head = nngk_loss(config, num_classes, num_train).to(device), None
         groups = [{"params": model.parameters(), "lr": config.learning_rate},
-                  {"params": nngk.parameters(), "lr": weight_lr}]
+                  {"params": [nngk.log_weights], "lr": weight_lr}]
+        if config.sigma_learning_rate is not None:
+            groups.append({"params": [nngk.kernel_weights.log_sigma], "lr": config.sigma_learning_rate})
     elif config.loss in PML_LOSSES:
         criterion = BaselineLoss(config.loss, num_classes, model.embedding_dim, *config.pml_options()).to(device)
         groups = [{"params": model.parameters(), "lr": config.learning_rate}]
@@ -66,10 +68,18 @@ def build_parts(config: TrainConfig, num_classes: int, num_train: int, device: t
     return Parts(model, nngk, head, torch.optim.Adam(groups))
 
 
+def kernel_sigma(config: TrainConfig, kernel_weights: KernelWeights | None) -> float:
+    """The kernel width a run's classifier uses: the learnt one (``--sigma_learning_rate``),
+    else ``--sigma``."""
+    learnt = None if kernel_weights is None else kernel_weights.learnt_sigma
+    return config.sigma if learnt is None else learnt
+
+
 def nngk_loss(config: TrainConfig, num_classes: int, num_train: int) -> NNGKLoss:
     """The NNGK loss module of a run with ``config``, over ``num_train`` training images."""
     return NNGKLoss(num_train, config.sigma, config.num_neighbours, num_classes, batch_kernels=config.batch_kernels,
-                    fused=config.fused_loss, momentum=config.centre_momentum, unit_centres=config.unit_embeddings)
+                    fused=config.fused_loss, momentum=config.centre_momentum, unit_centres=config.unit_embeddings,
+                    learn_sigma=config.sigma_learning_rate is not None)
 
 
 def build_initial_parts(config: TrainConfig, num_classes: int, num_train: int, device: torch.device) -> Parts:

@@ -255,7 +255,9 @@ def load_run(save_dir, device="cpu") -> LoadedRun:
     try:
         parts.model.load_state_dict(state["model"])
         if state["kernel_weights"] is not None:
-            kernel_weights = KernelWeights(state["kernel_weights"]["log_weights"].shape[0]).to(device)
+            saved = state["kernel_weights"]
+            kernel_weights = KernelWeights(saved["log_weights"].shape[0],
+                                           1.0 if "log_sigma" in saved else None).to(device)
             kernel_weights.load_state_dict(state["kernel_weights"])
         if parts.head is not None:
             parts.head.load_state_dict(state["head"])

@@ -8,7 +8,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-EPOCH_SUMS = ("loss", "correct", "absent", "present")
+# "grad_norm" and "steps" give the mean gradient norm of the network's parameters per step;
+# "staleness" (NNGK) the mean distance, in kernel widths, of an image from its stored centre.
+EPOCH_SUMS = ("loss", "correct", "absent", "present", "grad_norm", "steps", "staleness")
 
 
 @dataclass
@@ -20,6 +22,8 @@ class StepResult:
     present: torch.Tensor      # (B,) bool: the query had a neighbour of its own class
     predictions: torch.Tensor  # (B,) predicted classes, for the running accuracy
     labels: torch.Tensor       # (B,) true classes
+    grad_norm: torch.Tensor    # the network's gradient norm (all parameters together)
+    staleness: torch.Tensor | float = 0.0  # NNGK: sum of ||x - its stored centre|| / sigma over the batch
 
 
 @dataclass
@@ -77,10 +81,13 @@ class TrainStep:
         loss, present, predictions = self.loss(features, labels, index)
         self.optimiser.zero_grad(set_to_none=True)
         (loss if self.loss_share is None else loss * self.loss_share(present)).backward()
+        grad_norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         self.optimiser.step()
+        staleness = 0.0 if self.nngk is None else self.nngk.staleness(features, index)
         if self.online_centres:  # after backward, which reads the centres
             self.nngk.update(features.detach(), index)
-        return StepResult(loss.detach(), present, predictions, labels.to(self.device, non_blocking=True))
+        return StepResult(loss.detach(), present, predictions, labels.to(self.device, non_blocking=True),
+                          grad_norm, staleness)
 
 
 def add_to_sums(sums: dict[str, torch.Tensor], step: StepResult) -> None:
@@ -90,3 +97,6 @@ def add_to_sums(sums: dict[str, torch.Tensor], step: StepResult) -> None:
     sums["present"] += n_present
     sums["absent"] += step.labels.numel() - n_present
     sums["correct"] += (step.predictions == step.labels).sum()
+    sums["grad_norm"] += step.grad_norm
+    sums["steps"] += 1
+    sums["staleness"] += step.staleness

@@ -257,3 +257,62 @@ def test_bankless_loss_gives_a_pml_loss_the_same_calls(seed):
     wrapped.refresh(nn.Identity(), None)
     wrapped.update(embeddings, torch.arange(8))
     assert torch.equal(wrapped(embeddings, labels, torch.arange(8)), MultiSimilarityLoss()(embeddings, labels))
+
+
+def test_a_learnt_sigma_gets_the_naive_float64_gradient(seed):
+    n, dim, classes, k, batch = 30, 5, 3, 6, 9
+    sigma = float(torch.empty(()).uniform_(0.3, 2.0))
+    centres, centre_labels = _points(n, dim, classes)
+    loss_fn = _refreshed(centres, centre_labels, k, sigma, learn_sigma=True)
+    assert [name for name, _ in loss_fn.named_parameters()] == ["kernel_weights.log_weights",
+                                                                "kernel_weights.log_sigma"]
+    assert math.isclose(loss_fn.sigma, sigma, rel_tol=1e-6)
+    index = torch.randperm(n)[:batch]
+    # Some queries far off (distances of tens of sigma), where a kernel underflows in exp.
+    x = (centres[index] + torch.randn(batch, dim) * torch.tensor([0.5] * (batch - 2) + [20.0, 40.0])[:, None])
+    x.requires_grad_(True)
+    loss = loss_fn(x, centre_labels[index], index)
+    loss.backward()
+
+    x64 = x.detach().double().requires_grad_(True)
+    sigma64 = torch.tensor(sigma, dtype=torch.float64, requires_grad=True)
+    expected = naive_loss(x64, centre_labels[index], index, centres.double(), centre_labels, loss_fn.bank.neighbours,
+                          torch.zeros(n, dtype=torch.float64), sigma64, False)
+    expected.backward()
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-6)
+    # d loss / d log sigma = sigma * d loss / d sigma
+    log_sigma_grad = loss_fn.kernel_weights.log_sigma.grad
+    assert torch.isfinite(log_sigma_grad)
+    torch.testing.assert_close(log_sigma_grad.double(), sigma * sigma64.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_learnt_sigma_moves_and_goes_with_the_state_dict_and_is_never_fused(seed, monkeypatch):
+    centres, labels = _points(24, 3, 3)
+    loss_fn = _refreshed(centres, labels, 5, 0.7, learn_sigma=True)
+    monkeypatch.setattr(loss_module, "fused_loss_usable", lambda device: True)
+    monkeypatch.setattr(loss_module, "fused_kernel_nll", lambda *a, **kw: pytest.fail("fused with a learnt sigma"))
+    optimiser = torch.optim.Adam(loss_fn.parameters(), lr=0.05)
+    for _ in range(5):
+        index = torch.randperm(24)[:8]
+        loss = loss_fn(centres[index] + 0.3 * torch.randn(8, 3), labels[index], index)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert not math.isclose(loss_fn.sigma, 0.7, rel_tol=1e-3)
+    restored = NNGKLoss(24, 0.7, 5, learn_sigma=True)
+    restored.load_state_dict(loss_fn.state_dict())
+    assert restored.sigma == loss_fn.sigma and restored.fixed_sigma == 0.7
+    assert NNGKLoss(24, 0.7, 5).sigma == 0.7 and list(NNGKLoss(24, 0.7, 5).parameters())[-1].shape == (24,)
+
+
+def test_staleness_is_the_mean_distance_from_the_stored_centres_in_sigmas(seed):
+    centres, labels = _points(20, 4, 2)
+    sigma = float(torch.empty(()).uniform_(0.1, 3.0))
+    loss_fn = _refreshed(centres, labels, 5, sigma)
+    index = torch.randperm(20)[:6]
+    moved = centres[index] + torch.randn(6, 4) * torch.tensor([0.0, 0.1, 1.0, 3.0, 10.0, 1e3])[:, None]
+    naive = sum(math.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(moved[i], centres[int(j)])))
+                for i, j in enumerate(index)) / sigma
+    assert math.isclose(float(loss_fn.staleness(moved, index)), naive, rel_tol=1e-5)
+    assert float(loss_fn.staleness(centres[index], index)) == 0.0

@@ -22,7 +22,9 @@ from nngk_lab.data.transforms import build_transforms
 from nngk_lab.data.split import split_samples
 from nngk_lab.training.flags import build_train_parser as build_parser
 from nngk_lab.train import main
+from nngk_lab.errors import ConfigError
 from nngk_lab.training.config import make_config
+from nngk_lab.training.parts import kernel_sigma
 from nngk_lab.training.runs import CHECKPOINT_KIND, load_run
 from nngk_lab.training.loop import train
 
@@ -198,3 +200,23 @@ def test_train_from_python_is_reproducible_on_the_cpu(tree, tmp_path, seed):
     assert _comparable(results[0].history) == _comparable(results[1].history), f"seed={seed}"
     assert torch.equal(results[0].bank.features, results[1].bank.features)
     assert results[0].evaluation["kernel_accuracy"] == results[1].evaluation["kernel_accuracy"]
+
+
+def test_a_run_learns_sigma_records_its_diagnostics_and_classifies_with_the_learnt_sigma(tree, tmp_path, seed):
+    save_dir = tmp_path / "learnt"
+    result = train(make_config(data_dir=str(tree), save_dir=str(save_dir), seed=seed % 1000,
+                               **{**TINY_SETTINGS, "sigma_learning_rate": 0.05, "num_neighbours": 15}))
+    sigmas = [h["sigma"] for h in result.history]
+    # K = 15 of the ~19 training images: every image has kernels of the other class, so a gradient.
+    assert all(s != TINY_SETTINGS["sigma"] for s in sigmas) and sigmas[0] != sigmas[-1]
+    assert all(h["grad_norm"] > 0 and h["centre_staleness"] > 0 for h in result.history)
+    run = load_run(save_dir)
+    assert run.kernel_weights.learnt_sigma == pytest.approx(sigmas[-1], rel=1e-6)
+    assert kernel_sigma(run.config, run.kernel_weights) == run.kernel_weights.learnt_sigma
+    fixed = train(make_config(data_dir=str(tree), save_dir=str(tmp_path / "fixed"), seed=seed % 1000,
+                              loss="softmax", **TINY_SETTINGS))
+    assert "sigma" not in fixed.history[-1] and fixed.history[-1]["grad_norm"] > 0
+    with pytest.raises(ConfigError, match="--sigma_learning_rate learns NNGK's kernel width; --loss softmax"):
+        make_config(loss="softmax", sigma_learning_rate=0.01)
+    with pytest.raises(ConfigError, match="--sigma_learning_rate must be a positive number"):
+        make_config(sigma_learning_rate=-1.0)
