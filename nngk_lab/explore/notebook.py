@@ -311,10 +311,11 @@ def folder_summary(root, files_per_class: int = 2, max_classes: int = 12) -> str
     root = Path(root)
     classes, samples = scan_image_folder(root)
     lines = [f"{root}/  ({len(classes)} classes, {len(samples)} images)"]
+    width = max(len(name) for name in classes[:max_classes]) + 1  # names of any length line up
     for label, name in enumerate(classes[:max_classes]):
         files = [Path(p).name for p, y in samples if y == label]
         shown = ", ".join(files[:files_per_class]) + (", ..." if len(files) > files_per_class else "")
-        lines.append(f"  {name}/  {len(files):4d} images: {shown}")
+        lines.append(f"  {name + '/':{width}s}  {len(files):4d} images: {shown}")
     if len(classes) > max_classes:
         lines.append(f"  ... {len(classes) - max_classes} more class folders")
     return "\n".join(lines)
