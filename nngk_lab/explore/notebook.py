@@ -263,7 +263,7 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
     """
     save_dir = Path(save_dir)
     checkpoint = save_dir / CHECKPOINT_NAME
-    if checkpoint.exists() and not _set_aside_if_other_classes(save_dir, config):
+    if checkpoint.exists() and not set_aside_if_other_classes(save_dir, config):
         try:
             run = load_run(save_dir, device)
         except CheckpointError:
@@ -282,9 +282,10 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
     return load_run(save_dir, device)
 
 
-def _set_aside_if_other_classes(save_dir: Path, config: dict) -> bool:
+def set_aside_if_other_classes(save_dir: Path, config: dict) -> bool:
     """Move the run in ``save_dir`` aside when the class folders it was trained on are not
-    those of its data folder now, so that neither it nor the caches next to it are used."""
+    those of its data folder now (``config``'s ``data_dir``, else the digits), so that
+    neither it nor the caches next to it are used. Returns True when it moved it."""
     try:
         trained_on = read_checkpoint(save_dir / CHECKPOINT_NAME)["classes"]
     except CheckpointError:
