@@ -4,7 +4,6 @@ import gzip
 
 import numpy as np
 import pytest
-
 from tool_scripts import load_tool
 
 
