@@ -2,8 +2,9 @@
 
 - ``list`` and ``prepare NAME --source PATH --out DIR``: a published release written as a
   tree (:mod:`nngk_lab.data.release_tree`);
-- ``export-digits DIR``, ``info DIR`` and ``check DIR``: the embedded digits written as a
-  tree, a tree's classes and image counts, and its unreadable images.
+- ``export-digits DIR``, ``export-fashion DIR``, ``info DIR`` and ``check DIR``: the embedded
+  digits or the bundled Fashion-MNIST photos written as a tree, a tree's classes and image
+  counts, and its unreadable images.
 
 Every foreseen problem is one ``error: ...`` line and exit status 2."""
 
@@ -15,6 +16,7 @@ import sys
 import numpy as np
 
 from .data.digits import export_digits
+from .data.fashion import export_fashion
 from .data.folders import find_unreadable_images, scan_image_folder
 from .data.release_tree import Prepared, prepare
 from .data.releases import RELEASES
@@ -50,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     commands.add_parser("export-digits", help="write the embedded digits as a class-folder tree") \
         .add_argument("dir", help="the tree to write")
+    commands.add_parser("export-fashion", help="write the bundled Fashion-MNIST photos (1,200, 28x28) as a "
+                                               "class-folder tree").add_argument("dir", help="the tree to write")
     commands.add_parser("info", help="print a tree's classes and image counts").add_argument("dir")
     commands.add_parser("check", help="decode every image of a tree and list those that cannot be read "
                                       "(exit status 1 if any)").add_argument("dir")
@@ -57,6 +61,8 @@ def main(argv=None) -> int:
     if args.command == "list":
         for release in RELEASES.values():
             print(f"{release.name:16s} {release.title}: download {release.url}; --source: {release.expects}")
+        print(f"{'fashion':16s} Fashion-MNIST, 1,200 photos bundled with the kit: no download; "
+              "export-fashion DIR writes them, NNGK_DATASET=fashion uses them in the notebooks")
         return 0
     try:
         return _run(args)
@@ -71,6 +77,8 @@ def _run(args) -> int:
                                 not args.no_progress))
     elif args.command == "export-digits":
         print(f"digits written to {export_digits(args.dir)}")
+    elif args.command == "export-fashion":
+        print(f"Fashion-MNIST photos written to {export_fashion(args.dir)}")
     elif args.command == "info":
         classes, samples = scan_image_folder(args.dir)
         counts = np.bincount([label for _, label in samples], minlength=len(classes))

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError, first_line
-from .digits import default_data_root
+from .bundled import default_data_root
 from .releases import RELEASES, Entry, Release
 
 MANIFEST = ".nngk_dataset.json"

@@ -19,7 +19,7 @@ from ..training.config import MODEL_DEFAULTS, make_config
 from ..training.loop import train
 from ..training.runs import CHECKPOINT_NAME, load_run
 from .cache import cached
-from .notebook import settings
+from .notebook import set_aside_if_other_classes, settings
 
 FILM_LOSSES = ("nngk", "softmax")
 
@@ -62,6 +62,7 @@ def train_film(run_dir, max_epochs: int, device="cpu", **config) -> dict:
     next epoch trains against that fresher one.
     """
     run_dir = Path(run_dir)
+    set_aside_if_other_classes(run_dir, config)  # its cached epochs name the classes: none may be stale
     plane = {"normalise": False, **({} if config.get("data_dir") else {"sigma": MODEL_DEFAULTS["small_cnn"]["sigma"]})}
     config = {"progress": False, **plane, **config, "embedding_dim": 2}
     loss = config.get("loss", "nngk")

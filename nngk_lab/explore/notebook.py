@@ -4,8 +4,9 @@ and device set-up, "load notebook 2's run or train one", and a cache on disk.
 Fast mode (``NNGK_FAST=1``) is what the test suite runs: fewer epochs and smaller
 sweeps, written to separate run folders so it never overwrites a student's full run.
 
-``NNGK_DATASET`` switches every notebook from the embedded digits to photos: the name of
-a tree prepared by ``python -m nngk_lab.datasets prepare`` in the data folder
+``NNGK_DATASET`` switches every notebook from the embedded digits to photos:
+``fashion`` (1,200 Fashion-MNIST photos that ship with the kit, written on first use), the
+name of a tree prepared by ``python -m nngk_lab.datasets prepare`` in the data folder
 (``NNGK_DATASET=cifar100`` reads ``$NNGK_DATA/cifar100``), or the path of any class-folder
 tree. The model, input size and time budget follow the dataset and the device.
 """
@@ -19,14 +20,17 @@ from typing import Callable
 
 import torch
 
-from ..data.digits import default_data_root, export_digits
+from ..data.bundled import default_data_root
+from ..data.digits import export_digits
+from ..data.fashion import export_fashion
+from ..data.folders import scan_image_folder
 from ..data.release_tree import read_manifest
 from ..device import available_cores, resolve_device
 from ..errors import CheckpointError, DataError, NNGKError
 from ..progress import transient_progress
 from ..training.config import MODEL_DEFAULTS, make_config
 from ..training.loop import train
-from ..training.runs import CHECKPOINT_NAME, LoadedRun, load_run
+from ..training.runs import CHECKPOINT_NAME, LoadedRun, load_run, read_checkpoint
 
 
 def fast_mode() -> bool:
@@ -95,6 +99,9 @@ def chosen_dataset() -> DatasetChoice:
     value = os.environ.get("NNGK_DATASET", "").strip()
     if value in ("", "digits"):
         return DatasetChoice("digits")
+    if value == "fashion":  # ships with the kit: no prepare step
+        folder = export_fashion()
+        return DatasetChoice("fashion", folder, read_manifest(folder))
     folder = Path(value).expanduser() if os.sep in value or value.startswith(".") else default_data_root() / value
     manifest = read_manifest(folder)
     if manifest is not None:
@@ -114,7 +121,8 @@ def _photo_training(choice: DatasetChoice, fast: bool, gpu: bool) -> tuple[dict,
     """Notebook 2's run and notebook 3's sweep runs on a photo dataset: ResNet18 at 224 px
     on a GPU, the small CNN (at CIFAR's native 32 px, other photos at 64) on a CPU and in
     fast mode, each with its own recipe (``config.MODEL_DEFAULTS``), flips, and a time
-    budget in minutes."""
+    budget in minutes. A manifest's ``recipe`` (the bundled Fashion-MNIST photos: the small
+    CNN at their own 28 px) overrides model and input size on any device but in fast mode."""
     manifest = choice.manifest or {}
     data = dict(data_dir=str(choice.data_dir), num_classes=manifest.get("trained_classes"))
     if fast:
@@ -125,6 +133,8 @@ def _photo_training(choice: DatasetChoice, fast: bool, gpu: bool) -> tuple[dict,
     else:
         size = 32 if manifest.get("dataset") == "cifar100" else 64
         recipe = {**data, "model": "small_cnn", "hflip": True, "input_size": size, "max_epochs": 10, "max_time": 10}
+    if not fast:
+        recipe.update(manifest.get("recipe", {}))
     if manifest.get("trained_images"):
         # A small tree (--per_class) can have fewer centres than K or a batch; each trained
         # class keeps at least 80% of its images, less one for rounding, as training images.
@@ -225,8 +235,8 @@ def start(device: str = "auto") -> tuple[NotebookSettings, torch.device]:
     chosen = settings()
     dev = setup(device)
     if chosen.dataset == "digits":
-        print("Dataset: the embedded digits; NNGK_DATASET=cifar100 (or another dataset prepared as docs/datasets.md "
-              "says) switches every notebook to photos.")
+        print("Dataset: the embedded digits; NNGK_DATASET=fashion (1,200 photos of clothes, bundled) or cifar100 "
+              "(or another dataset prepared as docs/datasets.md says) switches every notebook to photos.")
     return chosen, dev
 
 
@@ -247,11 +257,13 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
 
     ``config`` holds :func:`nngk_lab.training.config.make_config` settings (the digits defaults
     apply without ``data_dir``). A finished run is loaded as it is, even if its settings
-    differ from ``config``; delete the folder to retrain.
+    differ from ``config``; delete the folder to retrain. A run trained on other class
+    folders than the data folder has now (the digits' before they were renamed) is moved
+    aside to ``<save_dir>-old-classes`` with its caches, and trained again.
     """
     save_dir = Path(save_dir)
     checkpoint = save_dir / CHECKPOINT_NAME
-    if checkpoint.exists():
+    if checkpoint.exists() and not set_aside_if_other_classes(save_dir, config):
         try:
             run = load_run(save_dir, device)
         except CheckpointError:
@@ -270,6 +282,29 @@ def train_or_load(save_dir, device: torch.device | str = "cpu", **config) -> Loa
     return load_run(save_dir, device)
 
 
+def set_aside_if_other_classes(save_dir: Path, config: dict) -> bool:
+    """Move the run in ``save_dir`` aside when the class folders it was trained on are not
+    those of its data folder now (``config``'s ``data_dir``, else the digits), so that
+    neither it nor the caches next to it are used. Returns True when it moved it."""
+    try:
+        trained_on = read_checkpoint(save_dir / CHECKPOINT_NAME)["classes"]
+    except CheckpointError:
+        return False  # unreadable: loading or resuming says why
+    data_dir = config.get("data_dir") or export_digits()
+    classes = scan_image_folder(data_dir, extensions=config.get("im_ext"))[0]
+    if trained_on == classes:
+        return False
+    aside = save_dir.with_name(f"{save_dir.name}-old-classes")
+    for n in range(2, 1000):
+        if not aside.exists():
+            break
+        aside = save_dir.with_name(f"{save_dir.name}-old-classes-{n}")
+    save_dir.rename(aside)
+    print(f"The run in {save_dir} was trained on class folders {trained_on[:2]}..., but {data_dir} now has "
+          f"{classes[:2]}...; moved it to {aside} and training again.")
+    return True
+
+
 def folder_summary(root, files_per_class: int = 2, max_classes: int = 12) -> str:
     """A class-folder tree as text: each class folder, its image count and first files."""
     from ..data.folders import scan_image_folder
@@ -277,10 +312,11 @@ def folder_summary(root, files_per_class: int = 2, max_classes: int = 12) -> str
     root = Path(root)
     classes, samples = scan_image_folder(root)
     lines = [f"{root}/  ({len(classes)} classes, {len(samples)} images)"]
+    width = max(len(name) for name in classes[:max_classes]) + 1  # names of any length line up
     for label, name in enumerate(classes[:max_classes]):
         files = [Path(p).name for p, y in samples if y == label]
         shown = ", ".join(files[:files_per_class]) + (", ..." if len(files) > files_per_class else "")
-        lines.append(f"  {name}/  {len(files):4d} images: {shown}")
+        lines.append(f"  {name + '/':{width}s}  {len(files):4d} images: {shown}")
     if len(classes) > max_classes:
         lines.append(f"  ... {len(classes) - max_classes} more class folders")
     return "\n".join(lines)

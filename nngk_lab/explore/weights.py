@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -145,7 +146,12 @@ def label_noise_experiment(save_dir, fraction: float = 0.05, weight_learning_rat
     classes, samples = scan_image_folder(source, extensions=config.get("im_ext"))
     num_trained = split_samples(classes, samples, config.get("num_classes")).num_trained
     noisy, manifest = save_dir / "data", save_dir / "flips.json"
-    flips = {"source": str(source.resolve()), "num_classes": num_trained, "fraction": fraction, "seed": flip_seed}
+    flips = {"source": str(source.resolve()), "classes": classes, "num_classes": num_trained, "fraction": fraction,
+             "seed": flip_seed}
+    stored = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if noisy.exists() and stored.get("classes") != classes and \
+            all(stored.get(k) == v for k, v in flips.items() if k != "classes"):
+        shutil.rmtree(noisy)  # links to class folders the source has since renamed (the digits'): made again
     if not noisy.exists():
         flipped = flip_labels(source, noisy, num_trained, fraction, flip_seed)
         # Written last: a folder without it was left half-made by an interrupted run.

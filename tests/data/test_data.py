@@ -179,7 +179,7 @@ def test_export_digits_writes_the_sklearn_digits_once(digits_root):
 
     digits = load_digits()
     classes, samples = scan_image_folder(digits_root)
-    assert classes == [f"class_{i:03d}" for i in range(10)]
+    assert classes == [f"digit_{i}" for i in range(10)]
     assert len(samples) == 1797 == len(list(digits_root.rglob("*.png")))
     by_index = {int(p.rsplit("_", 1)[1][:4]): (p, label) for p, label in samples}
     assert sorted(by_index) == list(range(1797))

@@ -244,3 +244,16 @@ def test_unknown_name_and_list(capsys):
     assert datasets.main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in RELEASES)
+
+
+def test_the_bundled_photos_are_listed_and_exported_like_the_digits(capsys, tmp_path):
+    assert datasets.main(["list"]) == 0
+    assert "fashion" in capsys.readouterr().out
+    assert datasets.main(["export-fashion", str(tmp_path / "fashion")]) == 0
+    assert datasets.main(["info", str(tmp_path / "fashion")]) == 0
+    out = capsys.readouterr().out
+    assert "0_t-shirt\t120" in out and "9_ankle-boot\t120" in out and "10 classes, 1200 images" in out
+    (tmp_path / "a_file").write_text("")
+    assert datasets.main(["export-fashion", str(tmp_path / "a_file" / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the Fashion-MNIST photos") and err.count("\n") == 1

@@ -65,6 +65,19 @@ def test_film_missing_an_epoch_says_what_to_do(films, tmp_path):
         embedding_film.train_film(tmp_path / "nngk", 2, data_dir=str(tmp / "data"), num_classes=2, loss="nngk", **TINY)
 
 
+def test_a_film_of_renamed_class_folders_is_trained_again(films, tmp_path):
+    tmp, result = films
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    shutil.copytree(tmp / "nngk", tmp_path / "nngk")
+    for c in range(4):  # as the digits' folders were renamed: the cached epochs name the old classes
+        (tmp_path / "data" / f"class_{c:03d}").rename(tmp_path / "data" / f"digit_{c}")
+    again = embedding_film.train_film(tmp_path / "nngk", 2, data_dir=str(tmp_path / "data"), num_classes=2,
+                                      loss="nngk", **TINY)
+    assert again["classes"] == [f"digit_{c}" for c in range(4)]
+    torch.testing.assert_close(again["centres"], result["nngk"]["centres"])  # same images, same order
+    assert (tmp_path / "nngk-old-classes" / "centres-epoch-002.pt").is_file()
+
+
 def test_film_folders(monkeypatch, tmp_path):
     monkeypatch.setenv("NNGK_RUNS", str(tmp_path))
     monkeypatch.setenv("NNGK_FAST", "1")

@@ -127,6 +127,38 @@ def test_train_or_load_trains_once_then_loads(tmp_path, capsys):
     torch.testing.assert_close(again.bank.features, run.bank.features)
 
 
+def test_a_run_on_other_class_folders_is_moved_aside_and_trained_again(tmp_path, capsys):
+    data = _tiny_tree(tmp_path / "data")
+    settings = dict(data_dir=str(data), model="small_cnn", input_size=8, batch_size=4, num_neighbours=3,
+                    max_epochs=1, workers=0, num_classes=2, pretrained="none", progress=False)
+    nb.train_or_load(tmp_path / "run", "cpu", **settings)
+    (tmp_path / "run" / "embeddings.pt").write_bytes(b"a cache made from the old folders")
+    for c in range(3):  # renamed as the digits' were: class_00N -> digit_N
+        (data / f"class_{c:03d}").rename(data / f"digit_{c}")
+    capsys.readouterr()
+    run = nb.train_or_load(tmp_path / "run", "cpu", **settings)
+    assert "moved it to" in capsys.readouterr().out
+    assert run.classes == ["digit_0", "digit_1", "digit_2"] and run.finished
+    assert (tmp_path / "run-old-classes" / "embeddings.pt").is_file()  # the stale cache went with it
+    assert not (tmp_path / "run" / "embeddings.pt").exists()
+
+
+def test_nngk_dataset_fashion_needs_no_prepare_step(monkeypatch, tmp_path):
+    monkeypatch.setenv("NNGK_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("NNGK_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("NNGK_DATASET", "fashion")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    full, fast = nb.settings(fast=False), nb.settings(fast=True)
+    assert full.data_dir == tmp_path / "data" / "fashion" and (full.data_dir / "0_t-shirt").is_dir()
+    assert full.main_run.name == "fashion" and fast.main_run.name == "fashion-fast"
+    assert full.training["num_classes"] == 5 == fast.training["num_classes"]
+    assert (full.training["model"], full.training["input_size"]) == ("small_cnn", 28)
+    assert fast.training["input_size"] == 16 and full.sweep_training["input_size"] == 28
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # 28-px photos: the small CNN on a GPU too
+    assert (nb.settings(fast=False).training["model"], nb.settings(fast=False).training["input_size"]) == \
+        ("small_cnn", 28)
+
+
 @pytest.mark.parametrize("files, expected", [
     ({"cpu.max": "150000 100000\n"}, 1.5),
     ({"cpu.max": "max 100000\n"}, None),
@@ -184,4 +216,4 @@ def test_start_is_settings_and_setup_in_one_call(monkeypatch, capsys, tmp_path):
     chosen, device = nb.start("cpu")
     assert chosen == nb.settings() and device.type == "cpu"
     out = capsys.readouterr().out
-    assert "fast mode" in out and "NNGK_DATASET=cifar100" in out
+    assert "fast mode" in out and "NNGK_DATASET=fashion" in out

@@ -116,3 +116,10 @@ def test_label_noise_experiment_end_to_end(tmp_path):
     with pytest.raises(ConfigError, match="other settings"):
         weights_study.label_noise_experiment(tmp_path / "study", fraction=0.1, num_classes=2, data_dir=str(data),
                                              **TINY)
+    for c in range(4):  # the source's folders renamed, as the digits' were: the flipped copy and its run are redone
+        (data / f"class_{c:03d}").rename(data / f"digit_{c}")
+    renamed, _ = weights_study.label_noise_experiment(tmp_path / "study", fraction=0.25, num_classes=2,
+                                                      data_dir=str(data), max_epochs=1, **TINY)
+    assert renamed.class_names == [f"digit_{c}" for c in range(4)]
+    assert all(os.path.exists(p) for p in renamed.train_paths + renamed.heldout_paths)  # no link into a lost folder
+    assert (tmp_path / "study" / "run-old-classes").is_dir()

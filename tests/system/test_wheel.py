@@ -24,9 +24,11 @@ def test_the_wheel_holds_the_package_and_runs_training_and_a_notebook(tmp_path, 
                             "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "dist").glob("nngk_lab-*.whl"))
-    in_wheel = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    names = zipfile.ZipFile(wheel).namelist()
+    in_wheel = {name for name in names if name.endswith(".py")}
     in_tree = {str(p.relative_to(ROOT)) for p in (ROOT / "nngk_lab").rglob("*.py")}
     assert in_wheel == in_tree
+    assert {"nngk_lab/data/fashion_small.npz", "nngk_lab/data/fashion_small.LICENSE"} <= set(names)  # package data
 
     site = tmp_path / "site"
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
@@ -45,6 +47,9 @@ def test_the_wheel_holds_the_package_and_runs_training_and_a_notebook(tmp_path, 
                              text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr
     assert "kernel_accuracy" in trained.stdout and (tmp_path / "digits" / "eval.json").is_file()
+    photos = subprocess.run([sys.executable, "-m", "nngk_lab.datasets", "export-fashion", str(tmp_path / "fashion")],
+                            cwd=outside, env=env, capture_output=True, text=True, check=False)
+    assert photos.returncode == 0 and len(list((tmp_path / "fashion").rglob("*.png"))) == 1200, photos.stderr
 
     notebook = nbformat.read(ROOT / "notebooks" / "01_data_loading.ipynb", as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(f"import nngk_lab\nassert nngk_lab.__file__.startswith({str(site)!r})"))
