@@ -33,6 +33,7 @@ from .playground import (
     PlaygroundView,
     Regions,
     boosted_log_weights,
+    centre_choices,
     decision_regions,
     plane_grid,
     playground_view,

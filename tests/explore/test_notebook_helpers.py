@@ -28,6 +28,13 @@ def test_fast_and_full_settings_use_separate_runs(monkeypatch, tmp_path):
     assert fast.main_run != full.main_run and fast.main_run.parent == full.main_run.parent == tmp_path
     assert fast.training["max_epochs"] < full.training["max_epochs"]
     assert len(fast.sweep_sigmas) < len(full.sweep_sigmas)
+    # notebook 3's K on validation classes: train digits 0-2, retrieve among 3-4, as tools/heldout_curve.py measured
+    for s in (fast, full):
+        assert {k: s.validation[k] for k in ("setting", "values", "first_classes", "num_classes")} == \
+            {"setting": "num_neighbours", "values": (20, 200), "first_classes": 5, "num_classes": 3}
+    assert (full.validation["seeds"], full.validation["max_epochs"]) == ((0, 1), 4)
+    assert len(fast.validation["seeds"]) < 2 and fast.validation["max_epochs"] < 4
+    assert fast.validation_dir != full.validation_dir and fast.validation_dir.parent == tmp_path
 
 
 def test_runs_dir_is_found_from_any_subfolder(monkeypatch, tmp_path):
@@ -164,6 +171,9 @@ def test_nngk_dataset_picks_a_prepared_tree_with_settings_that_fit_it(monkeypatc
         # 2 trained classes of 10 images: at least 14 training images, so K <= 13 and batch <= 14
         assert s.training["num_classes"] == 2 and s.training["num_neighbours"] <= 13
         assert s.training["batch_size"] <= 14 and s.training["hflip"]
+        # K chosen on the trained classes only: one trained, one for validation; K below its ~7 centres
+        assert (s.validation["first_classes"], s.validation["num_classes"]) == (2, 1)
+        assert max(s.validation["values"]) <= 6 and s.validation_dir.name.startswith("validation-cub200")
     assert nb.settings(fast=False).training["max_time"] > 0
     monkeypatch.setenv("NNGK_DATASET", str(tmp_path / "src" / "CUB_200_2011" / "images"))  # any class-folder tree
     assert nb.chosen_dataset().name == "images" and nb.settings().training["num_classes"] is None
