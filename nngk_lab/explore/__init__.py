@@ -52,7 +52,7 @@ from .toy_training import (
     toy_model,
 )
 from .sweeps import classify, recall_at_1, test_accuracy, test_time_sweep, training_sigma_sweep
-from .validation import subset_settings, validation_sweep
+from .validation import subset_settings, validation_sweep, validation_text
 from .weights import (
     describe,
     flip_labels,

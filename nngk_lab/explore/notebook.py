@@ -141,15 +141,19 @@ def _photo_training(choice: DatasetChoice, fast: bool, gpu: bool) -> tuple[dict,
     return recipe, {**recipe, "max_epochs": 1 if fast else 4, "max_time": budget and budget / 5}
 
 
-def _validation(choice: DatasetChoice, fast: bool, sweep: dict) -> dict:
-    """Notebook 3's choice of K on validation classes: of the trained classes, the first 60%
-    are trained and the others are the validation classes (the digits: train 0-2, retrieve
-    among 3-4; the held-out 5-9 are never read). Full mode: two seeds of 4 epochs, as
-    ``tools/heldout_curve.py`` measured; fast mode: one seed of 2 epochs on 16 px inputs.
-    On a small photo tree the K are capped by the number of centres the subset has."""
+def _validation(choice: DatasetChoice, fast: bool, sweep: dict) -> dict | None:
+    """Notebook 3's choice of K on validation classes: of the trained classes, about the
+    first 60% are trained and the others are the validation classes (the digits: train
+    0-2, retrieve among 3-4; the held-out 5-9 are never read). Full mode: two seeds of 4
+    epochs, as ``tools/heldout_curve.py`` measured; fast mode: one seed of 2 epochs on
+    16 px inputs. On a small photo tree the K are capped by the number of centres the
+    subset has. None for a tree of fewer than 4 trained classes: it cannot train 2 and
+    spare 2 for validation."""
     manifest = choice.manifest or {}
-    first = manifest.get("trained_classes") or 5
-    trained = max(1, min(first - 1, round(0.6 * first)))
+    first = manifest.get("trained_classes") or 5  # the digits' (and a tree of 10 classes') first half
+    if first < 4:
+        return None
+    trained = max(2, min(first - 2, round(0.6 * first)))
     values = [20, 200]
     if manifest.get("trained_images"):
         centres = int(0.8 * manifest["trained_images"] / first * trained) - trained - 1

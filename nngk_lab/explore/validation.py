@@ -63,9 +63,10 @@ def validation_sweep(setting: str, values, root, first_classes: int, num_classes
         raise ConfigError("a validation sweep needs at least one value and one seed")
     if setting in ("seed", "save_dir", "data_dir", "num_classes"):
         raise ConfigError(f"{setting} is fixed by the validation protocol; sweep a training setting instead")
-    if not 1 <= num_classes < first_classes:
-        raise ConfigError(f"num_classes must leave validation classes among the first {first_classes}, "
-                          f"got {num_classes}")
+    if not 2 <= num_classes <= first_classes - 2:
+        raise ConfigError(f"a validation sweep trains at least 2 classes and scores retrieval among at least 2 "
+                          f"other validation classes, so num_classes must lie between 2 and first_classes - 2 = "
+                          f"{first_classes - 2}; got {num_classes}")
     root = Path(root)
     key = {"setting": setting, "values": values, "seeds": seeds, "first_classes": first_classes,
            "num_classes": num_classes, "config": {k: v for k, v in sorted(config.items()) if k != "progress"},
@@ -99,3 +100,17 @@ def validation_sweep(setting: str, values, root, first_classes: int, num_classes
         return result
 
     return cached(root / "validation.pt", compute, key)
+
+
+def validation_text(sweep: dict) -> str:
+    """A validation sweep (:func:`validation_sweep`) as lines of text: which classes, and
+    per value Recall@1 and MAP@R of each seed next to the untrained network's MAP@R."""
+    lines = [f"trained on {', '.join(sweep['trained_classes'])}; retrieval among "
+             f"{', '.join(sweep['validation_classes'])}; {sweep['epochs']} epochs per run; one number per seed "
+             f"{', '.join(map(str, sweep['seeds']))}"]
+    for i, value in enumerate(sweep["values"]):
+        cells = {name: " ".join(f"{v:.3f}" for v in row[i]) for name, row in
+                 (("recall@1", sweep["recall@1"]), ("map@r", sweep["map@r"]), ("start", sweep["untrained"]["map@r"]))}
+        lines.append(f"{sweep['setting']} = {value}: Recall@1 {cells['recall@1']}   MAP@R {cells['map@r']}   "
+                     f"(untrained network: MAP@R {cells['start']})")
+    return "\n".join(lines)

@@ -116,8 +116,8 @@ def test_a_cached_sweep_trains_nothing_and_another_key_trains_again(swept, tree,
 
 def test_bad_requests_are_refused_in_one_sentence(tree, tmp_path):
     settings = {**TINY, "data_dir": str(tree)}
-    for kwargs, words in ((dict(first_classes=4, num_classes=4), "validation classes"),
-                          (dict(first_classes=4, num_classes=0), "validation classes")):
+    for kwargs, words in ((dict(first_classes=4, num_classes=3), "between 2 and first_classes - 2 = 2; got 3"),
+                          (dict(first_classes=5, num_classes=1), "between 2 and first_classes - 2 = 3; got 1")):
         with pytest.raises(ConfigError, match=words):
             explore.validation_sweep("num_neighbours", [2], tmp_path / "a", **kwargs, **settings)
     with pytest.raises(ConfigError, match="fixed by the validation protocol"):
@@ -138,3 +138,16 @@ def test_subset_settings_write_the_digits_defaults_out(tree, tmp_path, monkeypat
     assert given["sigma"] == 0.5 and "normalise" not in given  # a tree of one's own gets no digits defaults
     assert torch.equal(torch.tensor([p.is_symlink() for p in Path(given["data_dir"]).iterdir()]),
                        torch.ones(3, dtype=torch.bool))
+
+
+def test_validation_text_gives_every_runs_numbers(swept):
+    result = swept["result"]
+    lines = explore.validation_text(result).splitlines()
+    assert lines[0].startswith("trained on class_000, class_001; retrieval among class_002, class_003; 1 epochs")
+    for i, k in enumerate(result["values"]):
+        line = lines[1 + i]
+        assert line.startswith(f"num_neighbours = {k}: ")
+        for name, row in (("Recall@1", result["recall@1"][i]), ("MAP@R", result["map@r"][i]),
+                          ("untrained network: MAP@R", result["untrained"]["map@r"][i])):
+            assert f"{name} {' '.join(f'{v:.3f}' for v in row)}" in line
+    assert len(lines) == 1 + len(result["values"])
