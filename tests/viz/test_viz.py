@@ -244,5 +244,6 @@ def test_validation_figure_draws_every_seed_its_untrained_line_and_the_means():
         assert dotted == pytest.approx(start[0] / divisor)
         means = ax.collections[0].get_segments()
         assert [seg[0][1] for seg in means] == pytest.approx(np.mean(scores[name], axis=1))
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["num_neighbours = 20", "num_neighbours = 200"]
-    assert "class_002" in fig.axes[0].get_title()
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["20", "200"] and ax.get_xlabel() == "num_neighbours"
+    assert "class_002" in fig.get_suptitle() and "4 epochs" in fig.get_suptitle()
+    assert fig.axes[1].get_ylim()[0] <= 0.9  # Recall@1 is not zoomed into its ceiling
