@@ -22,6 +22,17 @@ from ..training.loop import train
 from .cache import cached
 
 SCORES = ("recall@1", "map@r")
+MARKER = ".validation-sweep"  # marks a folder as a sweep's own, so its old runs may be deleted
+
+
+def _claim(root: Path) -> None:
+    """Make ``root`` a sweep's folder; refuse a folder that holds anything else, because a
+    sweep deletes the runs and subset an earlier one left there."""
+    if root.is_dir() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise ConfigError(f"{root} already holds other files; give the validation sweep a folder of its own "
+                          "(it replaces its runs when the settings change)")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).touch()
 
 
 def subset_settings(config: dict, first_classes: int, into) -> dict:
@@ -50,8 +61,9 @@ def validation_sweep(setting: str, values, root, first_classes: int, num_classes
 
     ``config``: the other :func:`nngk_lab.training.config.make_config` settings (e.g.
     ``max_epochs``; the digits when it names no ``data_dir``). The runs and the class subset
-    live under ``root`` and the result is cached in ``root/validation.pt``: while the
-    setting, values, classes, seeds and ``config`` are unchanged nothing is trained again.
+    live under ``root`` (a folder of the sweep's own: other settings replace them) and the
+    result is cached in ``root/validation.pt``: while the setting, values, classes, seeds
+    and ``config`` are unchanged nothing is trained again.
     Returns ``setting``, ``values``, ``seeds``, the ``trained_classes`` and
     ``validation_classes`` (folder names), ``epochs``, and per score (``recall@1``,
     ``map@r``) a list per value of one number per seed; ``untrained`` holds the same for
@@ -73,6 +85,7 @@ def validation_sweep(setting: str, values, root, first_classes: int, num_classes
            "version": 1}
 
     def compute() -> dict:
+        _claim(root)
         for stale in (root / "data", root / "runs"):  # left by an earlier sweep with another key
             if stale.exists():
                 shutil.rmtree(stale)

@@ -126,6 +126,10 @@ def test_bad_requests_are_refused_in_one_sentence(tree, tmp_path):
         explore.validation_sweep("num_neighbours", [], tmp_path / "c", 4, 2, **settings)
     with pytest.raises(DataError, match="2 to 6 classes"):
         explore.validation_sweep("num_neighbours", [2], tmp_path / "d", 7, 2, **settings)
+    (tmp_path / "mine" / "runs").mkdir(parents=True)  # someone else's folder: its runs are not deleted
+    with pytest.raises(ConfigError, match="a folder of its own"):
+        explore.validation_sweep("num_neighbours", [2], tmp_path / "mine", 4, 2, **settings)
+    assert (tmp_path / "mine" / "runs").is_dir()
 
 
 def test_subset_settings_write_the_digits_defaults_out(tree, tmp_path, monkeypatch):
