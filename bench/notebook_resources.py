@@ -8,7 +8,8 @@ order, all sharing one runs folder (a new temporary one unless --runs is given),
 notebook 2 trains and notebooks 3-5 load its run. Peak memory is the largest resident set
 size of the kernel process and of the whole process tree (nbconvert + kernel), sampled
 every 0.1 s; CPU s is the user + system time of that tree (wall time on a busy shared
-machine overstates what an idle one needs). Prints a table; --executed DIR keeps the executed copies.
+machine overstates what an idle one needs). Prints a table; --executed DIR keeps the executed copies;
+--only 02 03 runs just those notebooks.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", help="runs folder (default: a new temporary folder)")
     parser.add_argument("--executed", help="keep the executed notebooks in this folder")
+    parser.add_argument("--only", nargs="+", metavar="PREFIX",
+                        help="run only the notebooks whose names start with these, e.g. --only 02 03 (03 then loads "
+                             "the run 02 trained, as in a full pass)")
     args = parser.parse_args()
     runs = Path(args.runs or tempfile.mkdtemp(prefix="nngk-runs-"))
     out_dir = Path(args.executed or tempfile.mkdtemp(prefix="nngk-executed-"))
@@ -70,6 +74,8 @@ def main() -> int:
     print(f"{'notebook':32s} {'wall s':>8s} {'CPU s':>8s} {'kernel peak MiB':>16s} {'tree peak MiB':>14s}")
     total, total_cpu, failed = 0.0, 0.0, 0
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        if args.only and not path.name.startswith(tuple(args.only)):
+            continue
         seconds, cpu, kernel, tree, rc = run_notebook(path, out_dir, env)
         total, total_cpu = total + seconds, total_cpu + cpu
         failed += rc != 0

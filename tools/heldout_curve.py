@@ -23,12 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nngk_lab.data.digits import export_digits
-from nngk_lab.data.subsets import class_subset
 from nngk_lab.errors import DataError
 from nngk_lab.evaluation.run import evaluate_run
+from nngk_lab.explore.validation import subset_settings
 from nngk_lab.training.flags import build_train_parser
-from nngk_lab.training.config import digits_defaults, make_config
+from nngk_lab.training.config import make_config
 from nngk_lab.training.loop import train
 
 
@@ -55,13 +54,9 @@ def main(argv=None) -> int:
                 if k not in ("save_dir", "resume", "no_progress", "max_epochs")}
     settings["progress"] = False
     with tempfile.TemporaryDirectory() as tmp:
-        if args.first_classes:
-            data_dir = Path(settings["data_dir"]) if settings["data_dir"] else export_digits()
-            if not settings["data_dir"]:  # the digits keep their defaults in a folder of their own
-                settings = {**digits_defaults(settings.get("loss") or "nngk"),
-                            **{k: v for k, v in settings.items() if v is not None}}
+        if args.first_classes:  # the subset and the digits' defaults as notebook 3's validation sweep makes them
             try:
-                settings["data_dir"] = str(class_subset(data_dir, args.first_classes, Path(tmp) / "data"))
+                settings = subset_settings(settings, args.first_classes, Path(tmp) / "data")
             except DataError as e:
                 raise SystemExit(f"--first_classes: {e}") from None
         curves = {seed: curve({**settings, "seed": seed, "save_dir": f"{tmp}/seed{seed}"}, args.epochs)

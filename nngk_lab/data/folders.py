@@ -33,6 +33,26 @@ def _normalise_extensions(extensions: str | Sequence[str] | None) -> tuple[str, 
     return tuple("." + e.lower().lstrip(".") for e in extensions)
 
 
+def list_classes(root, extensions: str | Sequence[str] | None = None) -> list[str]:
+    """The class folders of a tree in sorted order (hidden ones ignored), from a listing of
+    ``root`` alone: no class folder is opened. Raises :class:`DataError` for a missing
+    folder, a file instead of a folder, or a tree without class sub-folders (``extensions``:
+    which loose files the message counts as images)."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} is a file, not a folder of class sub-folders")
+    entries = _list_folder(root)
+    classes = sorted(p.name for p in entries if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        exts = _normalise_extensions(extensions)
+        loose = sum(1 for p in entries if p.is_file() and p.suffix.lower() in exts)
+        hint = f"; it holds {loose} images directly: move them into one sub-folder per class" if loose else ""
+        raise DataError(f"data folder {root} has no class sub-folders (expected e.g. {root}/class_000/){hint}")
+    return classes
+
+
 def scan_image_folder(root, num_classes: int | None = None,
                       extensions: str | Sequence[str] | None = None) -> tuple[list[str], list[Sample]]:
     """List the classes and images of a class-folder tree.
@@ -46,17 +66,8 @@ def scan_image_folder(root, num_classes: int | None = None,
     without class sub-folders, an empty class folder, or too few classes.
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"data folder {root} is a file, not a folder of class sub-folders")
     exts = _normalise_extensions(extensions)
-    entries = _list_folder(root)
-    classes = sorted(p.name for p in entries if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        loose = sum(1 for p in entries if p.is_file() and p.suffix.lower() in exts)
-        hint = f"; it holds {loose} images directly: move them into one sub-folder per class" if loose else ""
-        raise DataError(f"data folder {root} has no class sub-folders (expected e.g. {root}/class_000/){hint}")
+    classes = list_classes(root, extensions)
     if num_classes is not None:
         if num_classes < 1:
             raise DataError(f"--num_classes must be at least 1, got {num_classes}")

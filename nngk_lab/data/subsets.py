@@ -7,17 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
-from .folders import scan_image_folder
+from .folders import list_classes
 
 
 def class_subset(data_dir, first_classes: int, into) -> Path:
     """A new folder ``into`` of links to the first ``first_classes`` class folders of
-    ``data_dir`` (in the sorted order every tree is read in), so nothing is copied.
+    ``data_dir`` (in the sorted order every tree is read in), so nothing is copied and
+    nothing inside the other class folders is read.
 
     Raises :class:`DataError` when ``first_classes`` is not between 2 and the tree's class
     count, or when ``into`` already exists (a stale subset would be read silently)."""
     data_dir, into = Path(data_dir), Path(into)
-    classes, _ = scan_image_folder(data_dir)
+    classes = list_classes(data_dir)  # the held-out classes' folders are not even listed
     if not 2 <= first_classes <= len(classes):
         raise DataError(f"a class subset of {data_dir} needs 2 to {len(classes)} classes, got {first_classes}")
     if into.exists():

@@ -1,6 +1,6 @@
 """What the notebooks compute before they draw: a run's embeddings, sigma and K sweeps,
 neighbours and galleries, the 2-D playground and film, the distance scale, the kernel
-weights study, and the notebooks' shared set-up (:mod:`.notebook`)."""
+weights study, choosing a setting on validation classes, and the notebooks' shared set-up (:mod:`.notebook`)."""
 
 # What the notebooks also use from lower layers, so that they import explore, viz and widgets only.
 from ..evaluation.compare import comparison_table, load_metrics
@@ -33,6 +33,7 @@ from .playground import (
     PlaygroundView,
     Regions,
     boosted_log_weights,
+    centre_choices,
     decision_regions,
     plane_grid,
     playground_view,
@@ -51,6 +52,7 @@ from .toy_training import (
     toy_model,
 )
 from .sweeps import classify, recall_at_1, test_accuracy, test_time_sweep, training_sigma_sweep
+from .validation import subset_settings, validation_sweep, validation_text
 from .weights import (
     describe,
     flip_labels,

@@ -52,6 +52,7 @@ class NotebookSettings:
     run_suffix: str
     dataset: str = "digits"              # names the run folders: one set per dataset
     refresh_study: dict | None = None    # notebook 2: explore.refresh_study's epochs and image limit
+    validation: dict | None = None       # notebook 3: explore.validation_sweep's arguments (K on validation classes)
 
     @property
     def data_dir(self) -> Path:
@@ -66,6 +67,11 @@ class NotebookSettings:
     @property
     def sweep_dir(self) -> Path:
         return runs_dir() / f"sigma-sweep{self._dataset_suffix}{self.run_suffix}"
+
+    @property
+    def validation_dir(self) -> Path:
+        """Where notebook 3's validation sweep keeps its runs, class subset and result."""
+        return runs_dir() / f"validation{self._dataset_suffix}{self.run_suffix}"
 
     @property
     def cache_dir(self) -> Path:
@@ -145,6 +151,28 @@ def _photo_training(choice: DatasetChoice, fast: bool, gpu: bool) -> tuple[dict,
     return recipe, {**recipe, "max_epochs": 1 if fast else 4, "max_time": budget and budget / 5}
 
 
+def _validation(choice: DatasetChoice, fast: bool, sweep: dict) -> dict | None:
+    """Notebook 3's choice of K on validation classes: of the trained classes, about the
+    first 60% are trained and the others are the validation classes (the digits: train
+    0-2, retrieve among 3-4; the held-out 5-9 are never read). Full mode: two seeds of 4
+    epochs, as ``tools/heldout_curve.py`` measured; fast mode: one seed, on 16 px inputs. On a small photo tree the K are capped by the number of centres the
+    subset has. None for a tree of fewer than 4 trained classes: it cannot train 2 and
+    spare 2 for validation."""
+    manifest = choice.manifest or {}
+    first = manifest.get("trained_classes") or 5  # the digits' (and a tree of 10 classes') first half
+    if first < 4:
+        return None
+    trained = max(2, min(first - 2, round(0.6 * first)))
+    values = [20, 200]
+    if manifest.get("trained_images"):
+        centres = int(0.8 * manifest["trained_images"] / first * trained) - trained - 1
+        values = sorted({max(1, min(v, centres)) for v in values})
+    runs = {k: v for k, v in sweep.items() if k != "num_classes"}  # the sweep's own: the first 60%
+    runs["max_epochs"] = 4  # also in fast mode: after 2 epochs K = 20 and 200 were within 0.02 of each other
+    return dict(setting="num_neighbours", values=tuple(values), first_classes=first, num_classes=trained,
+                seeds=(0,) if fast else (0, 1), **runs)
+
+
 def settings(fast: bool | None = None) -> NotebookSettings:
     """The notebooks' settings: full (what a student runs) or fast (``NNGK_FAST=1``:
     2 epochs on 16x16 inputs, small sweeps, short UMAP optimisation), on the digits or on
@@ -166,7 +194,8 @@ def settings(fast: bool | None = None) -> NotebookSettings:
                                                   7 if fast else 25),
                             test_ks=(1, 10, 200) if fast else (1, 5, 20, 50, 200, 1000),
                             umap_epochs=50 if fast else 200, run_suffix="-fast" if fast else "", dataset=choice.name,
-                            refresh_study=dict(epochs=10, limit=240 if fast else 2000 if choice.data_dir else None))
+                            refresh_study=dict(epochs=10, limit=240 if fast else 2000 if choice.data_dir else None),
+                            validation=_validation(choice, fast, sweep))
 
 
 def project_root(start: Path | None = None) -> Path | None:

@@ -65,6 +65,12 @@ class PlaygroundView:
     def num_classes(self) -> int:
         return self.probabilities.shape[0]
 
+    @property
+    def centre_name(self) -> str:
+        """The weighted centre as a student finds it: by its class and its rank of distance
+        to the query ("class 1, 3rd nearest")."""
+        return dict((index, name) for name, index in centre_choices(self.centres, self.labels, self.query))[self.centre]
+
     def html(self) -> str:
         predicted = int(self.probabilities.argmax())
         probs = ", ".join(f"class {c}: {float(p):.3f}" for c, p in enumerate(self.probabilities))
@@ -76,8 +82,25 @@ class PlaygroundView:
         else:
             among = "not among the K nearest: its weight changes nothing here"
         return (f"<b>predicted class {predicted}</b> (sigma = {self.sigma:.3g}, K = {self.k}); "
-                f"p(class | query): {probs}<br>centre {self.centre} (class {int(self.labels[self.centre])}): "
+                f"p(class | query): {probs}<br>weighted centre ({self.centre_name}, magenta square): "
                 f"weight w = {w:.3g}, {among}")
+
+
+def ordinal(n: int) -> str:
+    """1 -> "1st", 2 -> "2nd", 11 -> "11th", 23 -> "23rd"."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def centre_choices(centres: torch.Tensor, labels: torch.Tensor, query) -> list[tuple[str, int]]:
+    """Every centre as ``(name, index)``, nearest to ``query`` first, named by its class and
+    its rank of distance ("class 1, nearest", "class 0, 2nd nearest", ...): what a student
+    can pick a centre by, where an index into the centres says nothing. Ties keep index order."""
+    query = torch.as_tensor(query, dtype=torch.float64)
+    distances = ((centres.double() - query) ** 2).sum(1)
+    order = sorted(range(len(distances)), key=lambda i: (float(distances[i]), i))
+    return [(f"class {int(labels[i])}, {'nearest' if rank == 1 else ordinal(rank) + ' nearest'}", i)
+            for rank, i in enumerate(order, start=1)]
 
 
 def boosted_log_weights(num_centres: int, centre: int, log_weight: float) -> torch.Tensor:

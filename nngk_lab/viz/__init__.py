@@ -10,7 +10,7 @@ from .kernel import probability_bars, query_probabilities, toy_kernel_figure, to
 from .maps import MapPanel, embedding_maps
 from .playground import playground_figure
 from .refresh import refresh_figure
-from .runs import distance_histograms, sigma_sweep_figure, training_curves
+from .runs import distance_histograms, sigma_sweep_figure, training_curves, validation_figure
 from .style import class_colours, figure_png, region_shades, show_image, to_display
 from .toy_training import toy_training_figure
 from .weights import label_noise_figure, weight_distribution

@@ -60,7 +60,7 @@ def playground_figure(view: PlaygroundView) -> Figure:
         Line2D([], [], color="black", label="1 sigma around the query"),
         Line2D([], [], color="black", linestyle=":", label="2 sigma"),
         Line2D([], [], marker="s", markerfacecolor="none", markeredgecolor="magenta", markeredgewidth=2,
-               markersize=10, linestyle="", label=f"centre {view.centre}: weight {weight:.3g}"),
+               markersize=10, linestyle="", label=f"weighted centre ({view.centre_name}):\nweight {weight:.3g}"),
     ]
     fig.legend(handles=legend, loc="lower left", bbox_to_anchor=(0.58, 0.0), fontsize=8, frameon=False)
     probability_bars(view.probabilities, [f"class {c}" for c in range(view.num_classes)],

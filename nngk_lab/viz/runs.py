@@ -1,5 +1,5 @@
-"""Figures about trained runs: training curves, sigma/K sweeps and the embedding's
-distance scale against sigma. Like :mod:`nngk_lab.viz` (which re-exports them), every
+"""Figures about trained runs: training curves, sigma/K sweeps, a setting chosen on
+validation classes and the embedding's distance scale against sigma. Like :mod:`nngk_lab.viz` (which re-exports them), every
 function returns a :class:`matplotlib.figure.Figure` built without pyplot.
 """
 
@@ -81,19 +81,25 @@ def _test_time_panel(ax, sweep: dict, title: str) -> None:
     ax.set_title(title, fontsize=10)
 
 
-def sigma_sweep_figure(test_sweep: dict, untrained_sweep: dict, training_sweep: dict) -> Figure:
-    """Four panels. Top: test errors of the kernel classifier against its sigma, one line
-    per K, on the trained embedding and on the untrained network's
-    (:func:`nngk_lab.explore.test_time_sweep`). Bottom: short trainings at several sigmas
-    (:func:`nngk_lab.explore.training_sigma_sweep`): their test errors, and their held-out
-    Recall@1 next to the trained and untrained embeddings' (retrieval ranks by distance
-    alone, so sigma and K at test time do not change it)."""
-    fig = Figure(figsize=(11, 8), layout="constrained")
-    (trained_ax, untrained_ax), (train_ax, recall_ax) = fig.subplots(2, 2)
+def sigma_sweep_figure(test_sweep: dict, untrained_sweep: dict, training_sweep: dict | None = None) -> Figure:
+    """Test errors of the kernel classifier against its sigma, one line per K, on the
+    trained embedding and on the untrained network's (:func:`nngk_lab.explore.test_time_sweep`).
+
+    With ``training_sweep`` (short trainings at several sigmas,
+    :func:`nngk_lab.explore.training_sigma_sweep`) a second row shows their test errors,
+    and their held-out Recall@1 next to the trained and untrained embeddings' (retrieval
+    ranks by distance alone, so sigma and K at test time do not change it)."""
+    rows = 1 if training_sweep is None else 2
+    fig = Figure(figsize=(11, 4 * rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, 2))
+    trained_ax, untrained_ax = axes[0]
     _test_time_panel(trained_ax, test_sweep, "trained embedding (notebook 2's run)")
     _test_time_panel(untrained_ax, untrained_sweep, "untrained network, same classifier")
     untrained_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if training_sweep is None:
+        return fig
 
+    train_ax, recall_ax = axes[1]
     sigmas = training_sweep["sigmas"]
     epochs = "/".join(map(str, sorted(set(training_sweep["epochs"]))))
     for ax in (train_ax, recall_ax):
@@ -110,6 +116,38 @@ def sigma_sweep_figure(test_sweep: dict, untrained_sweep: dict, training_sweep: 
     recall_ax.set_ylabel("held-out Recall@1")
     recall_ax.set_title("held-out classes: retrieval (no classifier, no sigma)", fontsize=10)
     recall_ax.legend(fontsize=8, loc="lower left")
+    return fig
+
+
+def validation_figure(sweep: dict) -> Figure:
+    """A validation sweep (:func:`nngk_lab.explore.validation_sweep`): MAP@R and Recall@1
+    among the validation classes, one point per seed for each value of the setting (a
+    bar at their mean), and the untrained network of each seed as a dotted line."""
+    values, seeds = sweep["values"], sweep["seeds"]
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    offsets = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    positions = np.arange(len(values))
+    for ax, score, title in zip(axes, ("map@r", "recall@1"), ("MAP@R", "Recall@1 (near its ceiling)")):
+        for j, (seed, offset) in enumerate(zip(seeds, offsets)):
+            colour = f"C{j}"
+            ax.plot(positions + offset, [row[j] for row in sweep[score]], "o", color=colour,
+                    label=f"trained, seed {seed}")
+            untrained = float(np.mean([row[j] for row in sweep["untrained"][score]]))
+            ax.axhline(untrained, color=colour, linestyle=":", label=f"untrained network, seed {seed}")
+        ax.hlines([float(np.mean(row)) for row in sweep[score]], positions - 0.25, positions + 0.25, color="black",
+                  label="mean over seeds")
+        ax.set_xticks(positions, [str(v) for v in values])
+        ax.set_xlim(-0.6, len(values) - 0.4)
+        ax.set_xlabel(sweep["setting"])
+        ax.set_ylabel(f"{title.split()[0]} among the validation classes")
+        ax.set_title(title, fontsize=10)
+    # Recall@1 sits near 1: a zoomed axis would blow differences of one image up into a trend.
+    lowest = min(min(row) for rows in (sweep["recall@1"], sweep["untrained"]["recall@1"]) for row in rows)
+    axes[1].set_ylim(min(0.9, lowest - 0.02), 1.005)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(f"trained on {', '.join(sweep['trained_classes'])} ({sweep['epochs']} epochs); retrieval among "
+                 f"the validation classes {', '.join(sweep['validation_classes'])}", fontsize=10)
     return fig
 
 

@@ -1,5 +1,6 @@
 """The 2-D playground: the kernel classifier on the toy problem, with sliders for sigma,
-K, the query's position and one centre's kernel weight.
+K, the query's position and one centre's kernel weight, the centre picked by its class and
+its rank of distance to the query.
 
 :func:`playground_view` is the callback: it computes everything the explorer shows for
 one setting of the sliders (a :class:`PlaygroundView`); :func:`decision_regions` is the
@@ -17,6 +18,7 @@ from ..explore.playground import (
     PlaygroundView,
     Regions,
     boosted_log_weights,
+    centre_choices,
     decision_regions,
     plane_grid,
     playground_view,
@@ -26,9 +28,10 @@ from .display import show_png
 
 
 class Playground:
-    """Sliders for sigma (log scale), K, the query's x and y, a centre and its
-    log-weight; redraws the decision regions, the query's neighbours and its class
-    probabilities on every move."""
+    """Sliders for sigma (log scale), K, the query's x and y and one centre's log-weight,
+    and a list to pick that centre from ("class 1, nearest", "class 0, 2nd nearest", ...,
+    renamed when the query moves; the pick stays the same centre); redraws the decision
+    regions, the query's neighbours and its class probabilities on every move."""
 
     def __init__(self, centres: torch.Tensor, labels: torch.Tensor, sigma: float = 0.5, k: int = 10,
                  query: tuple[float, float] = (0.2, 0.7), centre: int | None = None, log_weight: float = 0.0):
@@ -46,7 +49,9 @@ class Playground:
                                      **slider)
         self.y = widgets.FloatSlider(value=query[1], min=bottom, max=top, step=0.05, description="query y",
                                      **slider)
-        self.centre = widgets.IntSlider(value=centre, min=0, max=len(centres) - 1, description="centre", **slider)
+        self.centre = widgets.Dropdown(options=centre_choices(self.centres, labels, query), value=centre,
+                                       description="centre", style=slider["style"],
+                                       layout=widgets.Layout(width="280px"))
         self.log_weight = widgets.FloatSlider(value=log_weight, min=-4.0, max=4.0, step=0.25,
                                               description="log w", **slider)
         self.text = widgets.HTML()
@@ -59,10 +64,24 @@ class Playground:
             self.text, self.plot])
         self._regions: tuple[tuple, Regions] | None = None
         self.view: PlaygroundView | None = None
+        self._renaming = False
         self.refresh()
 
     def _changed(self, change) -> None:
+        if self._renaming:
+            return
+        if change["owner"] in (self.x, self.y):
+            self._rename_centres()
         self.refresh()
+
+    def _rename_centres(self) -> None:
+        # New options select their first entry; the pick is put back, and neither change redraws.
+        chosen, self._renaming = self.centre.value, True
+        try:
+            self.centre.options = centre_choices(self.centres, self.labels, (self.x.value, self.y.value))
+            self.centre.value = chosen
+        finally:
+            self._renaming = False
 
     def _cached_regions(self) -> Regions:
         key = (self.sigma.value, self.k.value, self.centre.value, self.log_weight.value)

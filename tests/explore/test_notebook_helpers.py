@@ -13,6 +13,7 @@ from nngk_lab import device
 from nngk_lab.explore import cache
 from nngk_lab.explore import notebook as nb
 from nngk_lab.errors import DataError
+from nngk_lab.training.config import make_config
 
 
 @pytest.mark.parametrize("value, fast", [("1", True), ("yes", True), ("", False), ("0", False), ("false", False)])
@@ -28,6 +29,13 @@ def test_fast_and_full_settings_use_separate_runs(monkeypatch, tmp_path):
     assert fast.main_run != full.main_run and fast.main_run.parent == full.main_run.parent == tmp_path
     assert fast.training["max_epochs"] < full.training["max_epochs"]
     assert len(fast.sweep_sigmas) < len(full.sweep_sigmas)
+    # notebook 3's K on validation classes: train digits 0-2, retrieve among 3-4, as tools/heldout_curve.py measured
+    for s in (fast, full):
+        assert {k: s.validation[k] for k in ("setting", "values", "first_classes", "num_classes")} == \
+            {"setting": "num_neighbours", "values": (20, 200), "first_classes": 5, "num_classes": 3}
+    assert (full.validation["seeds"], full.validation["max_epochs"]) == ((0, 1), 4)
+    assert len(fast.validation["seeds"]) < 2 and fast.validation["input_size"] < make_config().input_size
+    assert fast.validation_dir != full.validation_dir and fast.validation_dir.parent == tmp_path
 
 
 def test_runs_dir_is_found_from_any_subfolder(monkeypatch, tmp_path):
@@ -196,6 +204,8 @@ def test_nngk_dataset_picks_a_prepared_tree_with_settings_that_fit_it(monkeypatc
         # 2 trained classes of 10 images: at least 14 training images, so K <= 13 and batch <= 14
         assert s.training["num_classes"] == 2 and s.training["num_neighbours"] <= 13
         assert s.training["batch_size"] <= 14 and s.training["hflip"]
+        # 2 trained classes cannot train 2 and spare 2 for validation: notebook 3 says so instead
+        assert s.validation is None and s.validation_dir.name.startswith("validation-cub200")
     assert nb.settings(fast=False).training["max_time"] > 0
     monkeypatch.setenv("NNGK_DATASET", str(tmp_path / "src" / "CUB_200_2011" / "images"))  # any class-folder tree
     assert nb.chosen_dataset().name == "images" and nb.settings().training["num_classes"] is None

@@ -120,3 +120,25 @@ def test_latency_script_measures_the_playground():
                                                "playground query x move (all of it)",
                                                "playground weight move (all of it)"]
     assert all(ms > 0 for _, ms in rows)
+
+
+@pytest.mark.parametrize("n, text", [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"), (12, "12th"),
+                                     (13, "13th"), (21, "21st"), (22, "22nd"), (23, "23rd"), (111, "111th")])
+def test_ordinal(n, text):
+    assert explore.ordinal(n) == text
+
+
+def test_centre_choices_name_every_centre_by_class_and_rank_nearest_first(toy):
+    centres, labels = toy
+    query = torch.randn(2, dtype=torch.float64)
+    centres = torch.cat([centres, centres[:1]])  # a tie: the lower index comes first
+    labels = torch.cat([labels, labels[:1]])
+    choices = explore.centre_choices(centres, labels, query)
+    naive = sorted(range(len(centres)), key=lambda i: (sum((float(centres[i, d]) - float(query[d])) ** 2
+                                                           for d in range(2)), i))
+    assert [i for _, i in choices] == naive
+    names = [name for name, _ in choices]
+    assert names[0] == f"class {int(labels[naive[0]])}, nearest"
+    assert names[1] == f"class {int(labels[naive[1]])}, 2nd nearest"
+    assert names[-1] == f"class {int(labels[naive[-1]])}, {len(centres)}th nearest"
+    assert len(set(names)) == len(names)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nngk_lab.data.subsets import class_subset
 from nngk_lab.evaluation.embeddings import split_embeddings
 from nngk_lab.evaluation.run import evaluate_run
 from nngk_lab.training.config import make_config
@@ -25,7 +26,7 @@ def naive_recall_at_1(features, labels):
 def test_curve_starts_untrained_and_sees_only_the_first_classes(tmp_path):
     tool = load_tool("heldout_curve")
     data = write_tree(tmp_path / "data", num_classes=5, per_class=10)
-    subset = tool.class_subset(data, 4, tmp_path / "subset")
+    subset = class_subset(data, 4, tmp_path / "subset")
     assert sorted(p.name for p in subset.iterdir()) == ["class_000", "class_001", "class_002", "class_003"]
     assert all(p.is_symlink() for p in subset.iterdir())  # nothing copied
     settings = {**TINY, "data_dir": str(subset), "num_classes": 2, "save_dir": str(tmp_path / "run")}

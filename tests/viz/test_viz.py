@@ -219,3 +219,31 @@ def test_refresh_figure_marks_every_refresh():
     assert sorted(float(line.get_xdata()[0]) for line in refresh_lines) == [1.0, 2.0]
     np.testing.assert_allclose(loss_ax.lines[0].get_xdata(), np.arange(6) / 2)
     np.testing.assert_allclose(overlap_ax.lines[0].get_ydata(), [0.6, 0.9])
+
+
+def test_sigma_sweep_figure_without_short_trainings(emb):
+    sweep = explore.test_time_sweep(emb, (0.1, 1.0), (1, 5))
+    fig = viz.sigma_sweep_figure(sweep, sweep)
+    assert len(fig.axes) == 2
+    assert [list(line.get_ydata()) for line in fig.axes[0].lines[:2]] == sweep["errors"]
+
+
+def test_validation_figure_draws_every_seed_its_untrained_line_and_the_means():
+    rng = np.random.default_rng()
+    scores = {name: rng.random((2, 3)).tolist() for name in ("map@r", "recall@1")}
+    start = rng.random((1, 3)).repeat(2, axis=0)  # the untrained network: one per seed, the same for each K
+    sweep = {"setting": "num_neighbours", "values": [20, 200], "seeds": [0, 1, 2], "epochs": 4,
+             "trained_classes": ["class_000", "class_001"], "validation_classes": ["class_002", "class_003"],
+             **scores, "untrained": {"map@r": start.tolist(), "recall@1": (start / 2).tolist()}}
+    fig = viz.validation_figure(sweep)
+    for ax, name, divisor in zip(fig.axes, ("map@r", "recall@1"), (1, 2)):
+        points = [line for line in ax.lines if line.get_linestyle() == "None"]
+        assert [list(p.get_ydata()) for p in points] == [[row[j] for row in scores[name]] for j in range(3)]
+        assert [list(p.get_xdata()) for p in points][1] == [0, 1]  # the middle seed sits on the value's tick
+        dotted = [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+        assert dotted == pytest.approx(start[0] / divisor)
+        means = ax.collections[0].get_segments()
+        assert [seg[0][1] for seg in means] == pytest.approx(np.mean(scores[name], axis=1))
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["20", "200"] and ax.get_xlabel() == "num_neighbours"
+    assert "class_002" in fig.get_suptitle() and "4 epochs" in fig.get_suptitle()
+    assert fig.axes[1].get_ylim()[0] <= 0.9  # Recall@1 is not zoomed into its ceiling

@@ -86,6 +86,23 @@ def test_playground_sigma_slider_redraws_regions_and_probabilities(open_notebook
     assert after["images"] != before["images"], "moving sigma did not redraw the playground"
 
 
+def test_playground_centre_choice_moves_the_weighted_centre(open_notebook):
+    notebook = open_notebook(PLAYGROUND_NOTEBOOK)
+    notebook.run_all_cells()
+    centre = notebook.widget("centre")
+    before = notebook.displayed()
+    notebook.screenshot("playground-centre-before", centre)
+    centre.locator("select").select_option(index=1)  # the names run nearest first: "class c, 2nd nearest"
+    after = notebook.wait_for_display_change(before)
+    notebook.assert_no_errors()
+    notebook.screenshot("playground-centre-after", centre)
+    assert any(", nearest, magenta square)" in text for text in before["texts"]), \
+        f"the query's nearest centre is not the one weighted at first: {before['texts']}"
+    assert any(", 2nd nearest, magenta square)" in text for text in after["texts"]), \
+        f"the text does not name the centre picked: {after['texts']}"
+    assert after["images"] != before["images"], "picking another centre did not move its square on the map"
+
+
 def test_gallery_order_walks_the_stored_images(open_notebook):
     notebook = open_notebook(GALLERY_NOTEBOOK)
     notebook.run_all_cells()
