@@ -25,13 +25,18 @@ from tqdm.auto import tqdm
 
 from bench.bench_tune import OWN_FLAGS, fold_tree, make_folds, train_measured
 from bench.common import machine_summary
+import torch
+
 from nngk_lab.data.digits import export_digits
 from nngk_lab.errors import ConfigError, NNGKError
+from nngk_lab.evaluation.embeddings import run_data
 from nngk_lab.evaluation.time_to_accuracy import mean_std, stat_cell
 from nngk_lab.files import atomic_write_text
 from nngk_lab.training.config import digits_defaults, make_config
 from nngk_lab.training.flags import Parser, build_train_parser
-from nngk_lab.training.loaders import load_split
+from nngk_lab.training.loaders import RunImages, load_split
+from nngk_lab.training.parts import kernel_sigma
+from nngk_lab.training.runs import load_run
 
 # One change at a time to the kit's NNGK recipe for the data (the literature's levers, see
 # docs/tuning.md), and the peers at their defaults for reference.
@@ -47,7 +52,8 @@ LEVERS = {
     "softmax (default)": {"loss": "softmax"},
 }
 # From each run's last epoch: what the diagnostics of docs/tuning.md read.
-HISTORY_KEYS = ("train_accuracy", "true_class_mass", "absent_fraction", "centre_staleness", "grad_norm", "sigma")
+HISTORY_KEYS = ("train_accuracy", "true_class_mass", "absent_fraction", "centre_staleness", "fresh_spread",
+                "grad_norm", "sigma")
 METRIC_KEYS = ("map@r", "recall@1", "accuracy")
 
 
@@ -59,6 +65,22 @@ def diagnostics(history: list[dict]) -> dict:
     if "centre_staleness" in last:
         out["true_class_mass"] = math.exp(-last["loss"])
     return out
+
+
+@torch.no_grad()
+def fresh_spread(save_dir: Path) -> float:
+    """The staleness a perfectly fresh bank would show: the mean distance, in kernel widths,
+    between the finished network's training-mode embedding of an augmented training image
+    (what the loss sees) and its evaluation-mode embedding of the plain image (its centre).
+    The rest of ``centre_staleness`` is the network's drift since the centre was stored."""
+    run = load_run(save_dir)
+    config, split = run_data(run)
+    run.model.train()  # batch statistics and dropout as in a training step; the run is not saved again
+    total, count = 0.0, 0
+    for images, _, index in RunImages(config, split, torch.device("cpu")).epoch_batches(0, 0):
+        total += float((run.model(images) - run.bank.features[index]).norm(dim=1).sum())
+        count += len(index)
+    return total / count / kernel_sigma(config, run.kernel_weights)
 
 
 def run_lever(name: str, change: dict, base: dict, folds: list[dict], trees: list[Path], seeds: int,
@@ -73,8 +95,9 @@ def run_lever(name: str, change: dict, base: dict, folds: list[dict], trees: lis
                         "data_dir": str(tree), "num_classes": len(fold["train_classes"]), "seed": seed}
             metrics = train_measured(settings, {}, runs_dir, f"fold{f}-seed{seed}")
             history = json.loads((Path(metrics["save_dir"]) / "history.json").read_text())
+            more = {"fresh_spread": fresh_spread(Path(metrics["save_dir"]))} if loss == "nngk" else {}
             runs.append({"fold": f, "seed": seed, **{k: metrics["trained"][k] for k in METRIC_KEYS},
-                         **diagnostics(history)})
+                         **diagnostics(history), **more})
             bar.update()
     keys = METRIC_KEYS + HISTORY_KEYS
     return {"lever": name, "change": change, "runs": runs,
@@ -83,8 +106,9 @@ def run_lever(name: str, change: dict, base: dict, folds: list[dict], trees: lis
 
 def table(rows: list[dict]) -> str:
     header = ("lever", "val MAP@R", "val R@1", "seen accuracy", "train accuracy", "true-class mass",
-              "staleness (sigmas)", "grad norm", "sigma at end")
-    keys = METRIC_KEYS + ("train_accuracy", "true_class_mass", "centre_staleness", "grad_norm", "sigma")
+              "staleness (sigmas)", "with a fresh bank", "grad norm", "sigma at end")
+    keys = METRIC_KEYS + ("train_accuracy", "true_class_mass", "centre_staleness", "fresh_spread", "grad_norm",
+                          "sigma")
     lines = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * (len(header) - 1)]
     for row in rows:
         cells = [row["lever"]] + [stat_cell(row[k], 3) if k in row else "-" for k in keys]

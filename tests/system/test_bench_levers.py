@@ -71,6 +71,7 @@ def test_the_table_says_what_the_json_says_with_the_diagnostics(study):
     for row in (nngk, learnt):
         for run in row["runs"]:
             assert 0 < run["true_class_mass"] <= 1 and run["centre_staleness"] >= 0 and run["grad_norm"] >= 0
+            assert run["fresh_spread"] > 0  # an augmented view in training mode is never exactly its centre
     assert all(r["sigma"] == 1.0 for r in nngk["runs"]) and all(r["sigma"] != 1.0 for r in learnt["runs"])
-    assert all("centre_staleness" not in r and "sigma" not in r for r in peer["runs"])
+    assert all("centre_staleness" not in r and "sigma" not in r and "fresh_spread" not in r for r in peer["runs"])
     assert "true_class_mass" not in peer and peer["train_accuracy"]["n"] == SEEDS
