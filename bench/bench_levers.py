@@ -53,7 +53,7 @@ LEVERS = {
 }
 # From each run's last epoch: what the diagnostics of docs/tuning.md read.
 HISTORY_KEYS = ("train_accuracy", "true_class_mass", "absent_fraction", "centre_staleness", "fresh_spread",
-                "grad_norm", "sigma")
+                "pure_neighbourhoods", "grad_norm", "sigma")
 METRIC_KEYS = ("map@r", "recall@1", "accuracy")
 
 
@@ -68,19 +68,26 @@ def diagnostics(history: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def fresh_spread(save_dir: Path) -> float:
-    """The staleness a perfectly fresh bank would show: the mean distance, in kernel widths,
-    between the finished network's training-mode embedding of an augmented training image
-    (what the loss sees) and its evaluation-mode embedding of the plain image (its centre).
-    The rest of ``centre_staleness`` is the network's drift since the centre was stored."""
+def final_bank_diagnostics(save_dir: Path) -> dict:
+    """Two measures of a finished NNGK run against its final bank. ``fresh_spread``: the
+    staleness a perfectly fresh bank would show, the mean distance in kernel widths between
+    the network's training-mode embedding of an augmented training image (what the loss
+    sees) and its evaluation-mode embedding of the plain image (its centre); the rest of
+    ``centre_staleness`` is drift since the centre was stored. ``pure_neighbourhoods``: the
+    share of training images whose K nearest other centres are all of their class, whose
+    loss is exactly 0 with no gradient: what the loss has left to learn from."""
     run = load_run(save_dir)
     config, split = run_data(run)
+    bank = run.bank
+    if bank.neighbours is None:
+        bank.update_neighbours(config.num_neighbours)
+    pure = float((bank.labels[bank.neighbours] == bank.labels[:, None]).all(1).float().mean())
     run.model.train()  # batch statistics and dropout as in a training step; the run is not saved again
     total, count = 0.0, 0
     for images, _, index in RunImages(config, split, torch.device("cpu")).epoch_batches(0, 0):
-        total += float((run.model(images) - run.bank.features[index]).norm(dim=1).sum())
+        total += float((run.model(images) - bank.features[index]).norm(dim=1).sum())
         count += len(index)
-    return total / count / kernel_sigma(config, run.kernel_weights)
+    return {"fresh_spread": total / count / kernel_sigma(config, run.kernel_weights), "pure_neighbourhoods": pure}
 
 
 def run_lever(name: str, change: dict, base: dict, folds: list[dict], trees: list[Path], seeds: int,
@@ -95,7 +102,7 @@ def run_lever(name: str, change: dict, base: dict, folds: list[dict], trees: lis
                         "data_dir": str(tree), "num_classes": len(fold["train_classes"]), "seed": seed}
             metrics = train_measured(settings, {}, runs_dir, f"fold{f}-seed{seed}")
             history = json.loads((Path(metrics["save_dir"]) / "history.json").read_text())
-            more = {"fresh_spread": fresh_spread(Path(metrics["save_dir"]))} if loss == "nngk" else {}
+            more = final_bank_diagnostics(Path(metrics["save_dir"])) if loss == "nngk" else {}
             runs.append({"fold": f, "seed": seed, **{k: metrics["trained"][k] for k in METRIC_KEYS},
                          **diagnostics(history), **more})
             bar.update()
@@ -106,9 +113,9 @@ def run_lever(name: str, change: dict, base: dict, folds: list[dict], trees: lis
 
 def table(rows: list[dict]) -> str:
     header = ("lever", "val MAP@R", "val R@1", "seen accuracy", "train accuracy", "true-class mass",
-              "staleness (sigmas)", "with a fresh bank", "grad norm", "sigma at end")
-    keys = METRIC_KEYS + ("train_accuracy", "true_class_mass", "centre_staleness", "fresh_spread", "grad_norm",
-                          "sigma")
+              "staleness (sigmas)", "with a fresh bank", "pure neighbourhoods", "grad norm", "sigma at end")
+    keys = METRIC_KEYS + ("train_accuracy", "true_class_mass", "centre_staleness", "fresh_spread",
+                          "pure_neighbourhoods", "grad_norm", "sigma")
     lines = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * (len(header) - 1)]
     for row in rows:
         cells = [row["lever"]] + [stat_cell(row[k], 3) if k in row else "-" for k in keys]

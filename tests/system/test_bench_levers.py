@@ -7,11 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_runs import write_tree
 
 from bench import bench_levers, bench_tune
 from nngk_lab.training.config import make_config
 from nngk_lab.training.loaders import load_split
+from nngk_lab.training.runs import load_run
 
 LEVERS = ("nngk (default)", "learnt sigma", "multi_similarity (default)")
 SEEDS = 2
@@ -36,7 +38,8 @@ def study(tmp_path_factory):
             mp.setattr(bench_tune, "train", train)
             assert bench_levers.main(argv) == 0
     summary = json.loads((tmp / "out" / "bench_levers.json").read_text())
-    return {"calls": calls, "summary": summary, "markdown": (tmp / "out" / "bench_levers.md").read_text()}
+    return {"calls": calls, "summary": summary, "markdown": (tmp / "out" / "bench_levers.md").read_text(),
+            "out": tmp / "out"}
 
 
 def test_each_lever_changes_only_what_it_names_and_never_reads_a_held_out_class(study):
@@ -72,6 +75,21 @@ def test_the_table_says_what_the_json_says_with_the_diagnostics(study):
         for run in row["runs"]:
             assert 0 < run["true_class_mass"] <= 1 and run["centre_staleness"] >= 0 and run["grad_norm"] >= 0
             assert run["fresh_spread"] > 0  # an augmented view in training mode is never exactly its centre
+            assert 0 <= run["pure_neighbourhoods"] <= 1
     assert all(r["sigma"] == 1.0 for r in nngk["runs"]) and all(r["sigma"] != 1.0 for r in learnt["runs"])
-    assert all("centre_staleness" not in r and "sigma" not in r and "fresh_spread" not in r for r in peer["runs"])
+    assert all("centre_staleness" not in r and "sigma" not in r and "fresh_spread" not in r and "pure_neighbourhoods" not in r
+               for r in peer["runs"])
     assert "true_class_mass" not in peer and peer["train_accuracy"]["n"] == SEEDS
+
+
+def test_pure_neighbourhoods_match_a_brute_force_count(study):
+    nngk_runs = [p.parent for p in (study["out"] / "runs").glob("*/config.json")
+                 if json.loads(p.read_text())["loss"] == "nngk"]
+    assert len(nngk_runs) == 2 * SEEDS
+    for save_dir in nngk_runs:
+        run = load_run(save_dir)
+        features, labels, k = run.bank.features.double(), run.bank.labels, run.config.num_neighbours
+        distances = torch.cdist(features, features).fill_diagonal_(float("inf"))
+        pure = sum(bool((labels[distances[i].topk(k, largest=False).indices] == labels[i]).all())
+                   for i in range(len(labels))) / len(labels)
+        assert bench_levers.final_bank_diagnostics(save_dir)["pure_neighbourhoods"] == pytest.approx(pure, abs=1e-6)
