@@ -61,3 +61,26 @@ def write_report(summary: dict, out_dir: Path) -> str:
     atomic_write_text(json.dumps(summary, indent=2), out_dir / f"{NAME}.json")
     atomic_write_text(markdown, out_dir / f"{NAME}.md")
     return markdown
+
+
+def merge(paths: list[Path], out: Path) -> str:
+    """One table of the rows of several ``bench_tune.json`` (e.g. the losses searched by
+    two processes side by side, one core each); writes their summaries to ``out`` as JSON
+    and returns the Markdown: each search's command and wall time, then the table."""
+    summaries = [json.loads(Path(path).read_text()) for path in paths]
+    commands = "\n".join(f"- `{s['command']}`: {s['wall_minutes']:.1f} min; load average {s['load_before']} before, "
+                         f"{s['load_after']} after" for s in summaries)
+    rows = {"rows": [row for s in summaries for row in s["rows"]]}
+    atomic_write_text(json.dumps({"searches": summaries}, indent=2), out)
+    return f"{commands}\n\n{table(rows)}\n"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.tune_report",
+                                     description="One table of several bench_tune.json files.")
+    parser.add_argument("summaries", nargs="+", type=Path, help="bench_tune.json files")
+    parser.add_argument("--out", type=Path, required=True, help="the merged JSON to write")
+    args = parser.parse_args()
+    print(merge(args.summaries, args.out))

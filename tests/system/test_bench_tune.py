@@ -178,3 +178,13 @@ def test_in_batch_losses_get_batches_of_whole_groups(settings, batch):
     assert fitted["batch_size"] == batch
     make_config(**fitted, save_dir="unused")  # the kit accepts it
     assert bench_tune.whole_groups(dict(loss="nngk", batch_size=8)) == dict(loss="nngk", batch_size=8)
+
+
+def test_merge_puts_several_searches_in_one_table(search, tmp_path):
+    path = search["out"] / "bench_tune.json"
+    markdown = tune_report.merge([path, path], tmp_path / "merged.json")
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert [s["command"] for s in merged["searches"]] == [search["with_defaults"]["command"]] * 2
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| loss")]
+    assert len(rows) == 2 * len(search["with_defaults"]["rows"])
+    assert markdown.count(search["with_defaults"]["command"]) == 2
