@@ -160,6 +160,9 @@ def main(argv=None) -> int:
     except NNGKError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"stopped: {e or 'interrupted'}", file=sys.stderr)
+        return 130
     folds_text = "; ".join(f"train {f['train_classes']}, validate {f['val_classes']}" for f in folds)
     markdown = (f"`{command}`: {(time.monotonic() - start) / 60:.1f} min on {machine_summary()}. Folds: {folds_text} "
                 f"(held-out classes never read); seeds 0..{args.seeds - 1}; {args.epochs} epochs per run; "

@@ -117,7 +117,9 @@ def train_measured(settings: dict, params: dict, runs_dir: Path, name: str) -> d
     # Training's reports (e.g. batches without pairs) would bury the progress bar; the run's
     # history keeps them.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        train(make_config(**settings, save_dir=str(save_dir), progress=False))
+        result = train(make_config(**settings, save_dir=str(save_dir), progress=False))
+    if result.stop_reason == "interrupted":  # Ctrl-C or SIGTERM: never score a half-trained run
+        raise KeyboardInterrupt(f"interrupted while training {save_dir}; the same command continues the search")
     return evaluate_run(save_dir, progress=False)
 
 
@@ -313,6 +315,9 @@ def main(argv=None) -> int:
     except NNGKError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"stopped: {e or 'interrupted'}", file=sys.stderr)
+        return 130
     summary = {"command": command, "machine": machine_summary(), "load_before": load_before, "load_after": _load(),
                "wall_minutes": (time.monotonic() - start) / 60, "data_dir": args.data_dir,
                "budget": {k: getattr(args, k) for k in ("trials", "folds", "epochs", "minutes", "seeds", "objective",

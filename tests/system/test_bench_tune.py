@@ -188,3 +188,21 @@ def test_merge_puts_several_searches_in_one_table(search, tmp_path):
     rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| loss")]
     assert len(rows) == 2 * len(search["with_defaults"]["rows"])
     assert markdown.count(search["with_defaults"]["command"]) == 2
+
+
+def test_an_interrupted_run_is_never_scored(tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM stops the trainer after its step with a checkpoint; the search
+    must stop too, not evaluate the half-trained run as a finished one."""
+    data = write_tree(tmp_path / "data", num_classes=8, per_class=16)
+    real_train = bench_tune.train
+
+    def interrupted(config, resume=False):
+        result = real_train(config, resume)
+        return type(result)(**{**vars(result), "stop_reason": "interrupted"})
+
+    monkeypatch.setattr(bench_tune, "train", interrupted)
+    argv = ["--data_dir", str(data), "--num_classes", "4", "--losses", "nngk", "--trials", "1", "--folds", "1",
+            "--epochs", "1", "--seeds", "1", "--out_dir", str(tmp_path / "out"), "--no_progress", *FLAGS]
+    assert bench_tune.main(argv) == 130
+    assert "the same command continues the search" in capsys.readouterr().err
+    assert not list((tmp_path / "out").rglob("metrics.json"))
