@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from bench.bench_tune import OWN_FLAGS, fold_tree, make_folds, train_measured
 from bench.common import machine_summary
-import torch
-
 from nngk_lab.data.digits import export_digits
 from nngk_lab.errors import ConfigError, NNGKError
 from nngk_lab.evaluation.embeddings import run_data

@@ -68,11 +68,11 @@ class TrainConfig:
     sampler: str = _f("random", "batches of shuffled images, random, or of M images per class, m_per_class",
                       choices=SAMPLERS)
     m_per_class: int = _f(4, "images per class in each group of a batch, with --sampler m_per_class")
-    sigma: float = _f(10.0, "Gaussian kernel width (the starting width with --sigma_learning_rate)")
+    sigma: float = _f(10.0, "Gaussian kernel width, the starting one with --sigma_learning_rate")
     sigma_learning_rate: float | None = _f(None, "learn sigma too (a temperature), at this Adam learning rate: "
                                                  "log sigma moves by about this much per step, so 0.01 lets it "
-                                                 "change several-fold in an epoch of ~100 steps. Default: sigma "
-                                                 "stays fixed")
+                                                 "change several-fold in an epoch of ~100 steps (default: sigma "
+                                                 "stays fixed)")
     num_neighbours: int = _f(200, "K nearest centres per query")
     batch_size: int = _f(32, "images per step, in all processes together: under torchrun each process takes "
                              "its share, so a recipe is the same for any number of processes")

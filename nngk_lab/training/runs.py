@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.digits import DIGIT_FOLDERS, OLD_DIGIT_FOLDERS, with_old_folder_names
 from ..data.split import DataSplit
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -134,7 +135,12 @@ def resumed_config(saved: dict, given: TrainConfig) -> TrainConfig:
 def check_same_data(state: dict, split: DataSplit, fingerprint: str, config: TrainConfig, path: Path) -> None:
     """Refuse to resume, evaluate or explore the checkpoint ``state`` (read from ``path``)
     on other data than it was trained on. A run saved before fingerprints were has none,
-    and is checked by its classes only."""
+    and is checked by its classes only. A run on the embedded digits from before their
+    folders were renamed is checked against the same digits under the old names."""
+    if config.data_dir is None and list(state["classes"]) == list(OLD_DIGIT_FOLDERS) \
+            and split.classes == list(DIGIT_FOLDERS):
+        split = with_old_folder_names(split)
+        fingerprint = data_fingerprint(split)
     if state["classes"] != split.classes:
         raise CheckpointError(f"{path} was trained on classes {state['classes'][:3]}..., but the data "
                               f"folder {config.data_dir or 'digits'} has {split.classes[:3]}...; use "

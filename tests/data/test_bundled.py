@@ -3,6 +3,8 @@ sample, and how a tree written by an earlier version or an unwritable folder is 
 
 import json
 import random
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +12,11 @@ from PIL import Image
 
 from nngk_lab.data import folders
 from nngk_lab.data.bundled import COMPLETE, write_class_tree
-from nngk_lab.data.digits import DIGIT_FOLDERS, export_digits
+from nngk_lab.data.digits import DIGIT_FOLDERS, OLD_DIGIT_FOLDERS, export_digits, with_old_folder_names
 from nngk_lab.data.fashion import FASHION_CLASSES, FASHION_FILE, FASHION_FOLDERS, export_fashion, load_fashion_small
 from nngk_lab.errors import DataError
+from nngk_lab.training.config import digits_defaults, make_config
+from nngk_lab.training.loaders import load_split
 
 
 def test_the_bundled_sample_is_120_photos_of_each_class_in_label_order():
@@ -98,3 +102,19 @@ def test_an_unwritable_folder_is_one_sentence(tmp_path, export):
     message = str(raised.value)
     assert message.startswith("cannot write the ") and "set NNGK_DATA to a writable folder" in message
     assert "\n" not in message and message.count(". ") == 0
+
+
+def test_the_digits_under_their_old_names_are_split_as_an_old_tree_was(tmp_path):
+    new = export_digits(tmp_path / "new")
+    for folder, old_name in zip(DIGIT_FOLDERS, OLD_DIGIT_FOLDERS):
+        shutil.copytree(new / folder, tmp_path / "old" / old_name)
+
+    def split(root):
+        return load_split(make_config(**digits_defaults(), data_dir=str(root), save_dir="unused"))
+
+    renamed, old = with_old_folder_names(split(new)), split(tmp_path / "old")
+    assert renamed.classes == old.classes == list(OLD_DIGIT_FOLDERS) and renamed.num_trained == old.num_trained
+    for part in ("train", "test", "heldout"):
+        got = [(Path(p).relative_to(tmp_path / "new"), label) for p, label in getattr(renamed, part)]
+        expected = [(Path(p).relative_to(tmp_path / "old"), label) for p, label in getattr(old, part)]
+        assert got == expected and len(got) > 0

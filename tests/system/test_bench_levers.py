@@ -11,7 +11,6 @@ import torch
 from tiny_runs import write_tree
 
 from bench import bench_levers, bench_tune
-from nngk_lab.training.config import make_config
 from nngk_lab.training.loaders import load_split
 from nngk_lab.training.runs import load_run
 
