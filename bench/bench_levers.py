@@ -25,9 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.bench_tune import OWN_FLAGS, fold_tree, make_folds, train_measured
-from bench.common import machine_summary
+from bench.common import guarded, machine_summary
 from nngk_lab.data.digits import export_digits
-from nngk_lab.errors import ConfigError, NNGKError
+from nngk_lab.errors import ConfigError
 from nngk_lab.evaluation.embeddings import run_data
 from nngk_lab.evaluation.time_to_accuracy import mean_std, stat_cell
 from nngk_lab.files import atomic_write_text
@@ -142,26 +142,20 @@ def parse(argv):
     return args, given, {**base, "max_epochs": args.epochs}
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     command = "python -m bench.bench_levers " + " ".join(sys.argv[1:] if argv is None else argv)
     start = time.monotonic()
-    try:
-        args, given, base = parse(argv)
-        data_dir = Path(given["data_dir"]) if given["data_dir"] else export_digits()
-        probe = make_config(**{**(digits_defaults() if args.digits else {}), **base}, data_dir=str(data_dir), num_classes=given["num_classes"], save_dir="unused")
-        trained = load_split(probe).trained_classes
-        out = Path(args.out_dir)
-        folds = make_folds(trained, args.folds, args.val_classes or max(2, len(trained) // 3))
-        trees = [fold_tree(data_dir, fold, out / "folds" / f"fold{f}") for f, fold in enumerate(folds)]
-        with tqdm(total=len(args.levers) * args.folds * args.seeds, desc="runs", disable=args.no_progress) as bar:
-            rows = [run_lever(name, LEVERS[name], base, folds, trees, args.seeds, out / "runs", bar, args.digits)
-                    for name in args.levers]
-    except NNGKError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"stopped: {e or 'interrupted'}", file=sys.stderr)
-        return 130
+    args, given, base = parse(argv)
+    data_dir = Path(given["data_dir"]) if given["data_dir"] else export_digits()
+    probe = make_config(**{**(digits_defaults() if args.digits else {}), **base}, data_dir=str(data_dir),
+                        num_classes=given["num_classes"], save_dir="unused")
+    trained = load_split(probe).trained_classes
+    out = Path(args.out_dir)
+    folds = make_folds(trained, args.folds, args.val_classes or max(2, len(trained) // 3))
+    trees = [fold_tree(data_dir, fold, out / "folds" / f"fold{f}") for f, fold in enumerate(folds)]
+    with tqdm(total=len(args.levers) * args.folds * args.seeds, desc="runs", disable=args.no_progress) as bar:
+        rows = [run_lever(name, LEVERS[name], base, folds, trees, args.seeds, out / "runs", bar, args.digits)
+                for name in args.levers]
     folds_text = "; ".join(f"train {f['train_classes']}, validate {f['val_classes']}" for f in folds)
     markdown = (f"`{command}`: {(time.monotonic() - start) / 60:.1f} min on {machine_summary()}. Folds: {folds_text} "
                 f"(held-out classes never read); seeds 0..{args.seeds - 1}; {args.epochs} epochs per run; "
@@ -171,6 +165,10 @@ def main(argv=None) -> int:
     atomic_write_text(markdown, out / "bench_levers.md")
     print(markdown)
     return 0
+
+
+def main(argv=None) -> int:
+    return guarded(_main, argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.common import machine_summary
+from bench.common import guarded, machine_summary
 from bench.tune_report import write_report
 from bench.tune_space import split_params, suggest
 from nngk_lab.data.digits import export_digits
@@ -294,30 +294,23 @@ def _load() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     command = "python -m bench.bench_tune " + " ".join(sys.argv[1:] if argv is None else argv)
     start, load_before = time.monotonic(), _load()
-    try:
-        args, base = parse(argv)
-        data_dir = Path(args.data_dir) if args.data_dir else export_digits()
-        probe = make_config(**{**(digits_defaults() if args.digits else {}), **base}, data_dir=str(data_dir),
-                            num_classes=args.num_classes, save_dir="unused")
-        split = load_split(probe)
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        tuner = Tuner(args, base, data_dir, split.trained_classes, split.heldout_classes)
-        n_losses = len(args.losses)
-        done = sum(min(tuner.finished(loss), args.trials) for loss in args.losses) * args.folds
-        finals = args.seeds * (2 if args.defaults else 1)
-        with tqdm(total=n_losses * (args.trials * args.folds + finals), initial=done, desc="runs",
-                  disable=args.no_progress) as bar:
-            tuner.search(bar)
-            rows = [row for loss in args.losses for row in tuner.final(loss, bar)]
-    except NNGKError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"stopped: {e or 'interrupted'}", file=sys.stderr)
-        return 130
+    args, base = parse(argv)
+    data_dir = Path(args.data_dir) if args.data_dir else export_digits()
+    probe = make_config(**{**(digits_defaults() if args.digits else {}), **base}, data_dir=str(data_dir),
+                        num_classes=args.num_classes, save_dir="unused")
+    split = load_split(probe)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    tuner = Tuner(args, base, data_dir, split.trained_classes, split.heldout_classes)
+    n_losses = len(args.losses)
+    done = sum(min(tuner.finished(loss), args.trials) for loss in args.losses) * args.folds
+    finals = args.seeds * (2 if args.defaults else 1)
+    with tqdm(total=n_losses * (args.trials * args.folds + finals), initial=done, desc="runs",
+              disable=args.no_progress) as bar:
+        tuner.search(bar)
+        rows = [row for loss in args.losses for row in tuner.final(loss, bar)]
     summary = {"command": command, "machine": machine_summary(), "load_before": load_before, "load_after": _load(),
                "wall_minutes": (time.monotonic() - start) / 60, "data_dir": args.data_dir,
                "budget": {k: getattr(args, k) for k in ("trials", "folds", "epochs", "minutes", "seeds", "objective",
@@ -326,6 +319,10 @@ def main(argv=None) -> int:
                "folds": tuner.folds, "rows": rows, "trials": tuner.trials_record()}
     print(write_report(summary, Path(args.out_dir)))
     return 0
+
+
+def main(argv=None) -> int:
+    return guarded(_main, argv)
 
 
 if __name__ == "__main__":

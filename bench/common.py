@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import sys
 import time
 from typing import Callable
 
 import torch
 
 from nngk_lab.device import available_cores, cpu_description
+from nngk_lab.errors import NNGKError
 
 
 def synchronise(device: torch.device | str) -> None:
@@ -193,3 +195,17 @@ def training_step_parts(model: torch.nn.Module, images: torch.Tensor, bank_size:
         parts[f"{name}_optimiser"] = optimiser_part(name)
         parts[f"{name}_step"] = step(name)
     return parts
+
+
+def guarded(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a benchmark's ``main(argv)``: a kit error is one line on stderr and exit 2; an
+    interruption (Ctrl-C, or SIGTERM, which the trainer turns into a saved checkpoint) stops
+    it with exit 130 and one line saying how to continue."""
+    try:
+        return main(argv)
+    except NNGKError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"stopped: {e or 'interrupted'}", file=sys.stderr)
+        return 130
