@@ -23,7 +23,7 @@ import torch
 from ..data.bundled import default_data_root
 from ..data.digits import export_digits
 from ..data.fashion import export_fashion
-from ..data.folders import scan_image_folder
+from ..data.folders import list_classes, scan_image_folder
 from ..data.release_tree import read_manifest
 from ..device import available_cores, resolve_device
 from ..errors import CheckpointError, DataError, NNGKError
@@ -155,9 +155,9 @@ def _validation(choice: DatasetChoice, fast: bool, sweep: dict) -> dict | None:
     """Notebook 3's choice of K on validation classes: of the trained classes, about the
     first 60% are trained and the others are the validation classes (the digits: train
     0-2, retrieve among 3-4; the held-out 5-9 are never read). Full mode: two seeds of 4
-    epochs, as ``tools/heldout_curve.py`` measured; fast mode: one seed, on 16 px inputs. On a small photo tree the K are capped by the number of centres the
-    subset has. None for a tree of fewer than 4 trained classes: it cannot train 2 and
-    spare 2 for validation."""
+    epochs, as ``tools/heldout_curve.py`` measured; fast mode: one seed, on 16 px inputs.
+    On a small photo tree the K are capped by the number of centres the subset has. None
+    for a tree of fewer than 4 trained classes: it cannot train 2 and spare 2 for validation."""
     manifest = choice.manifest or {}
     first = manifest.get("trained_classes") or 5  # the digits' (and a tree of 10 classes') first half
     if first < 4:
@@ -320,7 +320,7 @@ def set_aside_if_other_classes(save_dir: Path, config: dict) -> bool:
     except CheckpointError:
         return False  # unreadable: loading or resuming says why
     data_dir = config.get("data_dir") or export_digits()
-    classes = scan_image_folder(data_dir, extensions=config.get("im_ext"))[0]
+    classes = list_classes(data_dir, config.get("im_ext"))  # the top folder only: loading reads the rest
     if trained_on == classes:
         return False
     aside = save_dir.with_name(f"{save_dir.name}-old-classes")
@@ -336,8 +336,6 @@ def set_aside_if_other_classes(save_dir: Path, config: dict) -> bool:
 
 def folder_summary(root, files_per_class: int = 2, max_classes: int = 12) -> str:
     """A class-folder tree as text: each class folder, its image count and first files."""
-    from ..data.folders import scan_image_folder
-
     root = Path(root)
     classes, samples = scan_image_folder(root)
     lines = [f"{root}/  ({len(classes)} classes, {len(samples)} images)"]

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..data.digits import export_digits
-from ..data.folders import scan_image_folder
+from ..data.folders import list_classes
 from ..data.subsets import class_subset
 from ..errors import ConfigError
 from ..evaluation.run import evaluate_run
@@ -91,7 +91,7 @@ def validation_sweep(setting: str, values, root, first_classes: int, num_classes
                 shutil.rmtree(stale)
         settings = subset_settings({**config, "num_classes": num_classes, "progress": False}, first_classes,
                                    root / "data")
-        classes, _ = scan_image_folder(settings["data_dir"])
+        classes = list_classes(settings["data_dir"])
         result = {"setting": setting, "values": values, "seeds": seeds, "trained_classes": classes[:num_classes],
                   "validation_classes": classes[num_classes:], "epochs": make_config(**settings).max_epochs,
                   **{name: [] for name in SCORES}, "untrained": {name: [] for name in SCORES}}
